@@ -1,0 +1,1 @@
+"""The ``dogbreeds`` console script; the work lives in lightning_app/, experiments/ and deploy/."""

@@ -1,0 +1,95 @@
+"""``train(cfg) -> TrainResult``: the one training task behind ``dogbreeds train``, every sweep trial
+and the SageMaker job entry point.
+
+One call is one MLflow run: flattened config as params, per-epoch metrics from Lightning's MLflow
+logger, provenance tags, the best checkpoint and an ``mlflow.pytorch`` model as artifacts, test
+metrics when a test split exists. Under DDP every rank runs this function; only global rank 0 talks
+to MLflow and writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import tracking
+from lightning_app import layout
+from lightning_app.datamodule import DogBreedsDataModule
+from lightning_app.finetune import FineTuningPolicy
+from lightning_app.module import BreedClassifier
+from lightning_app.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    best_checkpoint: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
+
+
+def build_module(cfg: DictConfig, datamodule: DogBreedsDataModule) -> BreedClassifier:
+    return BreedClassifier(
+        OmegaConf.to_container(cfg.model, resolve=True),
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )
+
+
+def make_logger(cfg: DictConfig, tags: dict[str, str]) -> MLFlowLogger:
+    return MLFlowLogger(
+        experiment_name=cfg.experiment_name,
+        run_name=cfg.run_name,
+        tracking_uri=tracking.resolve_tracking_uri(cfg.tracking_uri),
+        tags={**tracking.provenance_tags(), **tags},
+        log_model=False,
+    )
+
+
+def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] | None = None) -> TrainResult:
+    """Fit, test and log one model. ``callbacks``/``tags`` let a sweep add pruning and nest the run."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = DogBreedsDataModule(cfg.data)
+    logger = make_logger(cfg, tags or {})
+    run_dir = Path(cfg.output_dir) / logger.run_id if logger.run_id else Path(cfg.output_dir) / "run"
+    finetune = cfg.model.finetune
+    policy = FineTuningPolicy(finetune.policy, finetune.stages, list(finetune.unfreeze_at),
+                              finetune.backbone_lr_scale)
+    trainer = build_trainer(cfg.trainer, run_dir / "checkpoints", logger, [policy, *callbacks])
+    module = build_module(cfg, datamodule)
+    logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    trainer.fit(module, datamodule=datamodule)
+
+    checkpoint = trainer.checkpoint_callback.best_model_path
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if datamodule.has_test and checkpoint:
+        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+        metrics.update({k: float(v) for k, v in test_metrics[0].items()})
+    if trainer.is_global_zero:
+        _log_outputs(logger, datamodule, checkpoint, cfg)
+    return TrainResult(logger.run_id or "", checkpoint, metrics, trainer.current_epoch)
+
+
+def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoint: str, cfg) -> None:
+    client, run_id = logger.experiment, logger.run_id
+    client.set_tag(run_id, "dataset_fingerprint", layout.fingerprint(datamodule.local_root))
+    client.set_tag(run_id, "dataset_root", cfg.data.root)
+    client.log_metric(run_id, "skipped_images", datamodule.skipped_images)
+    if not checkpoint:
+        return
+    client.log_artifact(run_id, checkpoint, tracking.CHECKPOINT_ARTIFACT)
+    best = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    size = datamodule.preprocessing["image_size"]
+    # Batch of 2: MLflow saves the model with torch.export (pt2, no pickle), which would pin a batch of 1.
+    example = torch.zeros(2, 3, size, size)
+    metadata = {"class_names": best.class_names, "preprocessing": best.preprocessing, "arch": cfg.model.arch}
+    tracking.log_pytorch_model(client, run_id, best.model, example, metadata)

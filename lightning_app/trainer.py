@@ -1,0 +1,60 @@
+"""Build a Lightning Trainer from the ``trainer`` config section.
+
+The same factory serves a laptop CPU run, one GPU, DDP over every GPU of a machine, and multi-node
+DDP under torchrun/SageMaker (Lightning reads world size and ranks from that environment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+MONITOR = "val_acc"
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: bf16-mixed on GPUs with bf16 support (Ampere+), full precision elsewhere."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def best_checkpoint_callback(checkpoint_dir: Path) -> ModelCheckpoint:
+    return ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename="best-epoch{epoch:02d}-val_acc{val_acc:.4f}",
+        auto_insert_metric_name=False,
+        monitor=MONITOR,
+        mode="max",
+        save_top_k=1,
+    )
+
+
+def build_trainer(cfg, checkpoint_dir: Path, logger, extra_callbacks: list[Callback] = ()) -> L.Trainer:
+    """``cfg`` is the ``trainer`` config section."""
+    callbacks: list[Callback] = [best_checkpoint_callback(checkpoint_dir), *extra_callbacks]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.early_stopping_patience))
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg.precision),
+        max_epochs=cfg.max_epochs,
+        deterministic=cfg.deterministic,
+        log_every_n_steps=cfg.log_every_n_steps,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=cfg.limit_val_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
+        enable_progress_bar=cfg.enable_progress_bar,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(checkpoint_dir.parent),
+    )
