@@ -84,8 +84,10 @@ def log_pytorch_model(client, run_id: str, net, example_input, metadata: dict) -
                 signature=signature,
                 input_example=example_input.numpy(),
                 metadata=metadata,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"torchvision=={torchvision.__version__.split('+')[0]}"],
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"torchvision=={torchvision.__version__.split('+')[0]}",
+                ],
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)

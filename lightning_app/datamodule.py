@@ -56,7 +56,12 @@ class DogBreedsDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.is_s3:
             _, counts = s3_sync.sync(self.cfg.root, self.cfg.cache_dir)
-            log.info("synced %s: %d downloaded, %d unchanged", self.cfg.root, counts["downloaded"], counts["skipped"])
+            log.info(
+                "synced %s: %d downloaded, %d unchanged",
+                self.cfg.root,
+                counts["downloaded"],
+                counts["skipped"],
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -12,8 +12,13 @@ POLICIES = ("full", "head", "last_n", "staged")
 
 
 class FineTuningPolicy(BaseFinetuning):
-    def __init__(self, policy: str, stages: int = 1, unfreeze_at: list[int] | None = None,
-                 backbone_lr_scale: float = 0.1):
+    def __init__(
+        self,
+        policy: str,
+        stages: int = 1,
+        unfreeze_at: list[int] | None = None,
+        backbone_lr_scale: float = 0.1,
+    ):
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"model.finetune.policy={policy!r}; choose one of {POLICIES}")

@@ -39,9 +39,7 @@ def class_folders(split_dir: Path) -> list[str]:
 
 
 def image_files(class_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def readable_header(path: Path) -> bool:

@@ -31,7 +31,9 @@ class BreedClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if model_cfg["optimizer"] not in OPTIMIZERS:
-            raise ValueError(f"model.optimizer={model_cfg['optimizer']!r}; choose one of {sorted(OPTIMIZERS)}")
+            raise ValueError(
+                f"model.optimizer={model_cfg['optimizer']!r}; choose one of {sorted(OPTIMIZERS)}"
+            )
         if model_cfg["scheduler"] not in SCHEDULERS:
             raise ValueError(f"model.scheduler={model_cfg['scheduler']!r}; choose one of {SCHEDULERS}")
         self.cfg = model_cfg
@@ -67,7 +69,9 @@ class BreedClassifier(L.LightningModule):
         loss = self.loss_fn(logits, labels)
         if not torch.isfinite(loss):
             # Fail loudly: a NaN run must end as FAILED (and a sweep trial as FAIL), not train on garbage.
-            raise FloatingPointError(f"{stage} loss is {loss.item()} at epoch {self.current_epoch}; lower model.lr")
+            raise FloatingPointError(
+                f"{stage} loss is {loss.item()} at epoch {self.current_epoch}; lower model.lr"
+            )
         metrics.update(logits.detach(), labels)
         loss_metric.update(loss.detach(), weight=labels.numel())
         # Metric objects are synchronised across DDP ranks when Lightning computes them at epoch end.
@@ -109,10 +113,14 @@ class BreedClassifier(L.LightningModule):
         if name == "step":
             main = torch.optim.lr_scheduler.StepLR(optimizer, cfg["step_size"], cfg["gamma"])
         else:
-            main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs - cfg["warmup_epochs"], 1))
+            main = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, max(epochs - cfg["warmup_epochs"], 1)
+            )
         if not cfg["warmup_epochs"]:
             return main
-        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=cfg["warmup_epochs"])
+        warmup = torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=0.1, total_iters=cfg["warmup_epochs"]
+        )
         return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], [cfg["warmup_epochs"]])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -83,6 +83,8 @@ def generate(out: Path, num_classes: int = 10, train_per_class: int = 24, seed: 
             target = out / split / folder
             target.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                render(label, num_classes, rng).save(target / f"{folder.split('.')[1]}_{i:05d}.jpg", quality=90)
+                render(label, num_classes, rng).save(
+                    target / f"{folder.split('.')[1]}_{i:05d}.jpg", quality=90
+                )
         counts[split] = per_class * num_classes
     return counts

@@ -62,8 +62,9 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     logger = make_logger(cfg, tags or {})
     run_dir = Path(cfg.output_dir) / logger.run_id if logger.run_id else Path(cfg.output_dir) / "run"
     finetune = cfg.model.finetune
-    policy = FineTuningPolicy(finetune.policy, finetune.stages, list(finetune.unfreeze_at),
-                              finetune.backbone_lr_scale)
+    policy = FineTuningPolicy(
+        finetune.policy, finetune.stages, list(finetune.unfreeze_at), finetune.backbone_lr_scale
+    )
     trainer = build_trainer(cfg.trainer, run_dir / "checkpoints", logger, [policy, *callbacks])
     module = build_module(cfg, datamodule)
     logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))

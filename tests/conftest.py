@@ -77,8 +77,13 @@ def make_cfg(sample_root, tmp_path):
     def _make(*overrides: str, tracking_uri: str | None = None):
         uri = tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
         return load_config(
-            [*FAST_OVERRIDES, f"data.root={sample_root}", f"tracking_uri={uri}",
-             f"output_dir={tmp_path / 'outputs'}", *overrides]
+            [
+                *FAST_OVERRIDES,
+                f"data.root={sample_root}",
+                f"tracking_uri={uri}",
+                f"output_dir={tmp_path / 'outputs'}",
+                *overrides,
+            ]
         )
 
     return _make
@@ -89,18 +94,19 @@ def mlflow_server(tmp_path_factory):
     """URL of a real ``mlflow server`` (SQLite backend store, artifacts served through the server)."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), cwd=root,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", timeout=120, proc=proc)
-        yield url
-    finally:
-        stop(proc)
+    command = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"), "--workers", "2",
+    ]  # fmt: skip
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, cwd=root)
+        try:
+            wait_http(f"{url}/health", timeout=120, proc=proc)
+            yield url
+        finally:
+            stop(proc)
 
 
 def _pg_bin(name: str) -> str:
@@ -125,20 +131,48 @@ def postgres_url():
         shutil.chown(sock, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     port = free_port()
-    subprocess.run([*as_user, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
     subprocess.run(
-        [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "start",
-         "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200"],
-        check=True, capture_output=True,
+        [*as_user, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
-        subprocess.run([*as_user, _pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                        "dogbreeds"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *as_user,
+                _pg_bin("createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "dogbreeds",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/dogbreeds"
     finally:
-        subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -151,10 +185,16 @@ def moto_endpoint():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=url)
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=url,
+    )
     try:
         yield url
     finally:
