@@ -1,0 +1,210 @@
+"""AWS Lambda entry point: one image in, the endpoint's top-k breeds out.
+
+Accepts the original project's direct event ``{"url": ...}``, ``{"image": <base64>}``, and the proxy
+events of API Gateway REST (v1), HTTP API (v2) and Function URLs (same shape as v2), whose body is that
+JSON or the raw image bytes. Always answers a proxy-shaped response, so the same function works behind
+any of those front doors and when invoked directly.
+
+Only the standard library and boto3's botocore (both in the stock Python runtime): the deployment is a plain zip.
+The SageMaker Runtime client is created once per execution environment and reused, so warm invocations
+skip client construction; callers (tests, ``dogbreeds invoke`` locally) may inject their own client.
+Errors are mapped to explicit statuses with messages a caller can act on; details go to the logs only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+from url_fetch import FetchError, FetchPolicy, fetch
+
+log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)
+
+# SageMaker real-time endpoints accept at most 6 MB per request: refuse bigger images before calling.
+DEFAULT_MAX_IMAGE_BYTES = 6 * 1024 * 1024
+IMAGE_CONTENT_TYPE = "application/x-image"
+RAW_IMAGE_TYPES = ("application/x-image", "application/octet-stream")
+USAGE = 'send JSON {"url": "https://..."} or {"image": "<base64>"}, or the image bytes with an image/* content type'
+
+
+class BadRequest(Exception):
+    """The event cannot be served as sent; ``status`` is 400, 413 or 415."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoint_name: str
+    max_image_bytes: int
+    fetch_timeout_s: float
+    invoke_timeout_s: float
+
+
+@functools.cache
+def settings() -> Settings:
+    """Read the function's environment once (it cannot change within an execution environment)."""
+    return Settings(
+        endpoint_name=os.environ.get("ENDPOINT_NAME", ""),
+        max_image_bytes=int(os.environ.get("MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)),
+        fetch_timeout_s=float(os.environ.get("FETCH_TIMEOUT_S", 5)),
+        invoke_timeout_s=float(os.environ.get("INVOKE_TIMEOUT_S", 20)),
+    )
+
+
+@functools.cache
+def default_fetch_policy() -> FetchPolicy:
+    """Built on the first URL event only: loading the CA bundle costs tens of milliseconds."""
+    return FetchPolicy(max_bytes=settings().max_image_bytes, timeout_s=settings().fetch_timeout_s)
+
+
+@functools.cache
+def runtime_client():
+    """The one SageMaker Runtime client of this execution environment, built on first use."""
+    timeouts = Config(
+        connect_timeout=5,
+        read_timeout=settings().invoke_timeout_s,
+        retries={"mode": "standard", "total_max_attempts": 2},
+    )
+    # botocore's session is what boto3.client() wraps; importing it directly skips boto3's s3transfer
+    # import, about a third of the cold import time (benchmarks/lambda_handler.py).
+    return botocore.session.get_session().create_client("sagemaker-runtime", config=timeouts)
+
+
+def respond(status: int, payload: dict) -> dict:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(payload),
+        "isBase64Encoded": False,
+    }
+
+
+def _is_proxy_event(event: dict) -> bool:
+    return "requestContext" in event or "httpMethod" in event or "routeKey" in event
+
+
+def _decode_base64(text: str, what: str, limit: int) -> bytes:
+    if len(text) * 3 // 4 > limit + 3:  # refuse before decoding: the decoded size is known up front
+        raise BadRequest(f"{what} is over the limit of {limit} bytes", status=413)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise BadRequest(f"{what} is not valid base64") from err
+
+
+def _from_json_payload(payload, limit: int) -> tuple[bytes | None, str | None]:
+    """Return (image bytes, url) from ``{"image": ...}`` or ``{"url": ...}``; exactly one must be given."""
+    if not isinstance(payload, dict):
+        raise BadRequest(f"the request must be a JSON object: {USAGE}")
+    has_image, has_url = "image" in payload, "url" in payload
+    if has_image == has_url:
+        raise BadRequest(f'give exactly one of "image" or "url": {USAGE}')
+    if has_url:
+        if not isinstance(payload["url"], str):
+            raise BadRequest('"url" must be a string')
+        return None, payload["url"]
+    if not isinstance(payload["image"], str):
+        raise BadRequest('"image" must be a base64 string')
+    return _decode_base64(payload["image"], '"image"', limit), None
+
+
+def _from_proxy_event(event: dict, limit: int) -> tuple[bytes | None, str | None]:
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    query = event.get("queryStringParameters") or {}
+    body = event.get("body")
+    if not body:
+        if "url" in query:
+            return None, query["url"]
+        raise BadRequest(f"the request has no body: {USAGE}")
+    if not isinstance(body, str):
+        raise BadRequest("the proxy event body must be a string")
+    raw = _decode_base64(body, "the request body", limit) if event.get("isBase64Encoded") else body.encode()
+    content_type = headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+    if content_type.startswith("image/") or content_type in RAW_IMAGE_TYPES:
+        if len(raw) > limit:
+            raise BadRequest(f"the image is over the limit of {limit} bytes", status=413)
+        return raw, None
+    if content_type != "application/json":
+        raise BadRequest(f"unsupported content type {content_type!r}: {USAGE}", status=415)
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(f"the request body is not valid JSON: {USAGE}") from err
+    return _from_json_payload(payload, limit)
+
+
+def image_from_event(event, config: Settings, fetch_policy: FetchPolicy | None = None) -> bytes:
+    """The image bytes the event asks about, fetched safely when it names a URL."""
+    if not isinstance(event, dict):
+        raise BadRequest(f"the event must be a JSON object: {USAGE}")
+    limit = config.max_image_bytes
+    if _is_proxy_event(event):
+        image, url = _from_proxy_event(event, limit)
+    else:
+        image, url = _from_json_payload(event, limit)
+    if url is not None:
+        try:
+            image = fetch(url, fetch_policy or default_fetch_policy())
+        except FetchError as err:
+            raise BadRequest(str(err), status=err.status) from err
+    if not image:
+        raise BadRequest("the image is empty")
+    return image
+
+
+def _model_error_response(err: ClientError) -> dict:
+    """A model that rejected the input (4xx from the container) is the caller's to fix; anything else is ours."""
+    original_status = err.response.get("OriginalStatusCode")
+    if isinstance(original_status, int) and 400 <= original_status < 500:
+        try:
+            reason = json.loads(err.response.get("OriginalMessage") or "{}").get("error")
+        except (ValueError, AttributeError):
+            reason = None
+        if isinstance(reason, str) and reason:
+            return respond(400, {"error": f"the model rejected the image: {reason[:300]}"})
+        return respond(400, {"error": "the model rejected the image"})
+    return respond(502, {"error": "the model endpoint failed to process the image"})
+
+
+def handler(event, context=None, *, client=None, fetch_policy: FetchPolicy | None = None) -> dict:
+    """Lambda entry point (``handler.handler``); the keyword arguments are for local runs and tests."""
+    config = settings()
+    try:
+        image = image_from_event(event, config, fetch_policy)
+    except BadRequest as err:
+        return respond(err.status, {"error": str(err)})
+    if not config.endpoint_name:
+        log.error("ENDPOINT_NAME is not set in the function environment")
+        return respond(502, {"error": "the function is not configured with an endpoint"})
+    try:
+        result = (client or runtime_client()).invoke_endpoint(
+            EndpointName=config.endpoint_name,
+            Body=image,
+            ContentType=IMAGE_CONTENT_TYPE,
+            Accept="application/json",
+        )
+        prediction = json.loads(result["Body"].read())
+    except (ReadTimeoutError, ConnectTimeoutError):
+        log.exception("endpoint %s timed out", config.endpoint_name)
+        return respond(504, {"error": "the model endpoint did not answer in time"})
+    except ClientError as err:
+        log.error("endpoint %s error: %s", config.endpoint_name, err)
+        if err.response.get("Error", {}).get("Code") == "ModelError":
+            return _model_error_response(err)
+        return respond(502, {"error": "the model endpoint is unavailable"})
+    except (BotoCoreError, ValueError):
+        log.exception("calling endpoint %s failed", config.endpoint_name)
+        return respond(502, {"error": "the model endpoint is unavailable"})
+    return respond(200, prediction if isinstance(prediction, dict) else {"predictions": prediction})
