@@ -97,6 +97,40 @@ class TrainerConfig:
 
 
 @dataclass
+class UrlFetchConfig:
+    """``{"url": ...}`` requests (the original project's format). Off: SageMaker endpoints should run
+    network-isolated. When on: https only, hosts from the allowlist, and every address a host resolves
+    to (also after redirects) must be public: no private, loopback, link-local or metadata addresses."""
+
+    enabled: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)  # "images.example.com", "*.example.com", or "*"
+    max_bytes: int = 6 * 1024 * 1024
+    timeout_s: float = 5.0
+    max_redirects: int = 3
+
+
+@dataclass
+class ServeConfig:
+    """The local endpoint (SageMaker container contract) and the limits the packaged code enforces."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 inside a container
+    port: int | None = None  # null: $SAGEMAKER_BIND_TO_PORT, else 8080
+    endpoint_name: str = "dogbreeds-local"  # answered on POST /endpoints/{name}/invocations
+    top_k: int = 5  # default; a request may ask for another via X-Amzn-SageMaker-Custom-Attributes
+    max_batch_size: int = 16  # images per forward pass when concurrent requests are micro-batched
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    decode_threads: int | None = None  # null: one per core
+    torch_threads: int | None = None  # null: cores / workers
+    workers: int = 1  # server processes, each with its own model copy
+    device: str = "auto"  # auto | cpu | cuda
+    max_payload_bytes: int = 6 * 1024 * 1024  # SageMaker's real-time payload limit
+    max_image_pixels: int = 40_000_000  # checked from the header, before decoding (decompression bombs)
+    max_images_per_request: int = 32
+    drain_timeout_s: float = 30.0  # after SIGTERM, in-flight requests get this long to finish
+    url_fetch: UrlFetchConfig = field(default_factory=UrlFetchConfig)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -107,6 +141,7 @@ class Config:
     run_name: str | None = None
     seed: int = 42
     output_dir: str = "outputs"
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def register() -> None:
