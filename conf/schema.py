@@ -131,6 +131,80 @@ class ServeConfig:
 
 
 @dataclass
+class AutoscalingConfig:
+    """Application Auto Scaling of the endpoint variant (the original project: 1 to 5 instances, 60 s)."""
+
+    min_instances: int = 1
+    max_instances: int = 5
+    # Target tracking on SageMakerVariantInvocationsPerInstance (invocations per instance per minute).
+    target_invocations_per_instance: float = 100.0
+    scale_in_cooldown_s: int = 60
+    scale_out_cooldown_s: int = 60
+
+
+@dataclass
+class BlueGreenConfig:
+    """How ``update_endpoint`` shifts traffic to a new model: all at once or a canary first."""
+
+    traffic: str = "all_at_once"  # all_at_once | canary
+    canary_percent: int = 10  # canary only: share of capacity that gets the new fleet first
+    wait_s: int = 300  # canary bake time before the rest of the traffic moves
+    termination_wait_s: int = 120  # old fleet kept this long for a fast rollback
+    max_execution_timeout_s: int = 3600
+    # CloudWatch alarm names: any of them in ALARM during the update rolls it back automatically.
+    rollback_alarms: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FunctionConfig:
+    """The Lambda in front of the endpoint (``lambda/``, shipped as a zip)."""
+
+    name: str | None = None  # null: <endpoint_name>-invoke
+    runtime: str = "python3.12"
+    memory_mb: int = 128  # the original function's size; the handler peaks far below it
+    timeout_s: int = 30
+    reserved_concurrency: int | None = 10  # null: share the account's unreserved pool
+    provisioned_concurrency: int = 3  # on the published alias; 0 disables it
+    alias: str = "live"
+    log_retention_days: int = 30
+    max_image_bytes: int = 6291456  # SageMaker's 6 MiB payload limit
+
+
+@dataclass
+class DeployConfig:
+    """``dogbreeds promote``: which run, the promotion gate, and where it is deployed."""
+
+    target: str = "local"  # local | sagemaker
+    # The run to promote; null: the best finished run of experiment_name by metric/direction.
+    run_id: str | None = None
+    metric: str = "val_acc"
+    direction: str = "maximize"  # maximize | minimize
+    registered_model: str = "dogbreeds"  # MLflow Model Registry name (aliases champion / previous)
+    # Gate: the package, loaded by the serving code, must reproduce the run's val accuracy within this.
+    gate_tolerance: float = 0.02
+    endpoint_name: str = "dogbreeds"
+    local_port: int = 8080
+    region: str = "us-east-1"
+    bucket: str | None = None  # sagemaker: where model.tar.gz goes (created when missing)
+    prefix: str = "dogbreeds/models"
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    variant_name: str = "AllTraffic"
+    # null: the AWS PyTorch inference image for region/version/instance type (SageMaker SDK).
+    image_uri: str | None = None
+    framework_version: str = "2.6"
+    py_version: str = "py312"
+    # Role SageMaker assumes to pull the image and model; null: create a least-privilege one.
+    execution_role_arn: str | None = None
+    wait_timeout_s: int = 1800
+    project_tag: str = "dogbreeds"  # every AWS resource is tagged project=<this>, run-id=<run>
+    delete_s3: bool = False  # teardown: also delete the uploaded model.tar.gz objects
+    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+    blue_green: BlueGreenConfig = field(default_factory=BlueGreenConfig)
+    function: FunctionConfig = field(default_factory=FunctionConfig)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -141,6 +215,7 @@ class Config:
     run_name: str | None = None
     seed: int = 42
     output_dir: str = "outputs"
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
