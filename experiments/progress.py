@@ -1,0 +1,94 @@
+"""What a researcher watches during a sweep: counts by state, the best value and params so far, and
+at the end one row per trial. Everything is read from the study storage, so the same view works for
+one in-process worker, N local workers, or workers spread over machines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def counts(study: optuna.Study) -> Counter:
+    return Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # nothing completed yet
+        return None
+
+
+def progress_line(study: optuna.Study, n_trials: int | None) -> str:
+    by_state = counts(study)
+    finished = by_state["COMPLETE"] + by_state["PRUNED"]
+    target = f"/{n_trials}" if n_trials else ""
+    parts = [f"{finished}{target} done"] + [f"{by_state[s]} {s.lower()}" for s in STATES if by_state[s]]
+    best = best_trial(study)
+    if best is not None:
+        parts.append(f"best {best.value:.4f} (trial {best.number}: {_params(best)})")
+    return f"[{study.study_name}] " + ", ".join(parts)
+
+
+def progress_table(study: optuna.Study, n_trials: int | None) -> Table:
+    by_state = counts(study)
+    table = Table(title=f"sweep {study.study_name}", show_header=True)
+    for column in ("done", *(s.lower() for s in STATES), "best value", "best params"):
+        table.add_column(column)
+    best = best_trial(study)
+    done = by_state["COMPLETE"] + by_state["PRUNED"]
+    table.add_row(
+        f"{done}/{n_trials}" if n_trials else str(done),
+        *(str(by_state[s]) for s in STATES),
+        f"{best.value:.4f}" if best else "-",
+        _params(best) if best else "-",
+    )
+    return table
+
+
+def summary_table(study: optuna.Study) -> Table:
+    table = Table(title=f"study {study.study_name}: {len(study.trials)} trials")
+    for column in ("#", "state", "value", "epochs", "seconds", "params", "note"):
+        table.add_column(column)
+    best = best_trial(study)
+    for trial in study.get_trials(deepcopy=False):
+        seconds = (
+            f"{(trial.datetime_complete - trial.datetime_start).total_seconds():.0f}"
+            if trial.datetime_complete and trial.datetime_start
+            else "-"
+        )
+        note = "best" if best is not None and trial.number == best.number else ""
+        if trial.state == TrialState.FAIL:
+            note = trial.system_attrs.get("fail_reason", "")[-80:]
+        table.add_row(
+            str(trial.number),
+            trial.state.name,
+            f"{trial.value:.4f}" if trial.value is not None else "-",
+            str(len(trial.intermediate_values) or trial.user_attrs.get("epochs", "-")),
+            seconds,
+            _params(trial),
+            note,
+        )
+    return table
+
+
+def watch(study: optuna.Study, n_trials: int | None, still_running, console: Console, every_s: float = 2.0):
+    """Redraw the progress table until ``still_running()`` is false (local workers train meanwhile)."""
+    with Live(progress_table(study, n_trials), console=console, refresh_per_second=1) as live:
+        while still_running():
+            time.sleep(every_s)
+            live.update(progress_table(study, n_trials))
+        live.update(progress_table(study, n_trials))
+
+
+def _params(trial: optuna.trial.FrozenTrial) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())

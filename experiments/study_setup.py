@@ -1,0 +1,190 @@
+"""Turn the ``sweep`` config into an Optuna study on RDB storage, and pair it with its MLflow parent run.
+
+Everything here runs before the first trial, so a misspelt sampler, bad sampler/pruner arguments or an
+unreachable storage fail in seconds, not after an hour of training.
+
+The parent run is elected through the study storage rather than MLflow: creating an Optuna study is
+atomic (the study name is unique in the RDB), so exactly one process creates the study, and that
+process creates the parent run and records its id as a study user attribute. Every other process,
+on this machine or another, reads the id from there; re-runs that resume the study do too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import optuna
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import sweep_tracking, tracking
+
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "gp": optuna.samplers.GPSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
+}
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "none": optuna.pruners.NopPruner,
+}
+DIRECTIONS = ("maximize", "minimize")
+DEFAULT_STORAGE_FILE = "optuna.db"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+# Sweep keys that only say how this process takes part, not what is searched: left out of the
+# default study name, so every worker and every re-run of the same command lands in the same study.
+RUN_CONTROL_KEYS = ("n_trials", "timeout_s", "workers", "worker_index", "storage", "study_name")
+
+
+class SweepConfigError(ValueError):
+    """The sweep section cannot start a study; the message names the key."""
+
+
+def check_sweep_config(sweep: DictConfig) -> None:
+    if sweep.direction not in DIRECTIONS:
+        raise SweepConfigError(f"sweep.direction={sweep.direction!r}; choose one of {DIRECTIONS}")
+    if not sweep.metric.startswith("val_"):
+        raise SweepConfigError(
+            f"sweep.metric={sweep.metric!r}: use a validation metric logged every epoch "
+            "(val_acc, val_loss, val_acc_top5) so trials can be pruned"
+        )
+    if sweep.n_trials is None and sweep.timeout_s is None:
+        raise SweepConfigError("set sweep.n_trials or sweep.timeout_s (or both): the study needs an end")
+    if sweep.workers < 1:
+        raise SweepConfigError(f"sweep.workers={sweep.workers}: need at least 1")
+    for name in ("heartbeat_interval_s", "grace_period_s"):
+        if sweep[name] <= 0:
+            raise SweepConfigError(f"sweep.{name}={sweep[name]}: must be a positive number of seconds")
+
+
+def build_sampler(sweep: DictConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return _build("sampler", SAMPLERS, sweep.sampler, {"seed": seed, **sweep.sampler_args})
+
+
+def build_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
+    return _build("pruner", PRUNERS, sweep.pruner, dict(sweep.pruner_args))
+
+
+def _build(kind: str, known: dict, name: str, kwargs: dict):
+    if name not in known:
+        raise SweepConfigError(f"sweep.{kind}={name!r}; choose one of {', '.join(known)}")
+    try:
+        return known[name](**OmegaConf.to_container(OmegaConf.create(kwargs)))
+    except (TypeError, ValueError) as err:
+        raise SweepConfigError(f"sweep.{kind}_args for {name}: {err}") from err
+
+
+def storage_url(sweep: DictConfig) -> str:
+    return sweep.storage or f"sqlite:///{Path.cwd() / DEFAULT_STORAGE_FILE}"
+
+
+def build_storage(
+    sweep: DictConfig, stale_trial_callback=None, url: str | None = None
+) -> optuna.storages.RDBStorage:
+    """RDB storage with heartbeats: a trial whose worker stops beating is failed and handed to the callback."""
+    url = url or storage_url(sweep)
+    engine_kwargs = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        # Local workers share the file; wait for a lock instead of failing with "database is locked".
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=sweep.heartbeat_interval_s,
+            grace_period=sweep.grace_period_s,
+            heartbeat_stale_trial_callback=stale_trial_callback,
+        )
+    except Exception as err:  # SQLAlchemy/driver errors vary by backend
+        public = sweep_tracking.public_storage_url(url)
+        raise SweepConfigError(f"sweep.storage={public}: cannot open the study storage: {err}") from err
+
+
+def default_study_name(cfg: DictConfig) -> str:
+    """``<experiment>-<hash>`` of everything that defines the search (not of how it is run)."""
+    searched = OmegaConf.to_container(cfg, resolve=True)
+    searched.pop("tracking_uri", None)
+    searched.pop("output_dir", None)
+    for key in RUN_CONTROL_KEYS:
+        searched["sweep"].pop(key, None)
+    digest = hashlib.sha256(json.dumps(searched, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{cfg.experiment_name}-{digest[:10]}"
+
+
+def study_name(cfg: DictConfig) -> str:
+    return cfg.sweep.study_name or default_study_name(cfg)
+
+
+def open_study(cfg: DictConfig, storage: optuna.storages.RDBStorage) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists. Returns ``(study, created_here)``."""
+    sweep = cfg.sweep
+    seed = (sweep.seed if sweep.seed is not None else cfg.seed) + sweep.worker_index
+    kwargs = dict(study_name=study_name(cfg), storage=storage)
+    kwargs.update(sampler=build_sampler(sweep, seed), pruner=build_pruner(sweep))
+    try:
+        return optuna.create_study(direction=sweep.direction, **kwargs), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**kwargs)
+    if study.direction.name.lower() != sweep.direction:
+        raise SweepConfigError(
+            f"study {kwargs['study_name']} was created to {study.direction.name.lower()}, but "
+            f"sweep.direction={sweep.direction}; pick another sweep.study_name"
+        )
+    return study, False
+
+
+def parent_run_id(cfg: DictConfig, study: optuna.Study, created: bool, client: MlflowClient) -> str:
+    """The study's MLflow parent run: created by the process that created the study, found by the rest."""
+    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    deadline = time.monotonic() + (0 if created else 30)
+    while run_id is None and time.monotonic() < deadline:  # its creator is writing it right now
+        time.sleep(1)
+        run_id = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(
+            PARENT_RUN_ATTR
+        )
+    if run_id is not None and _run_exists(client, run_id):
+        return run_id
+    # First start, or the study outlived its tracking store (another tracking_uri): find or make one.
+    run_id = sweep_tracking.find_parent_run(client, cfg.experiment_name, study.study_name)
+    if run_id is None:
+        run_id = sweep_tracking.create_parent_run(
+            client, cfg.experiment_name, study.study_name, parent_params(cfg, study)
+        )
+    study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    return run_id
+
+
+def parent_params(cfg: DictConfig, study: optuna.Study) -> dict[str, str]:
+    sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
+    for key in ("storage", "workers", "worker_index"):
+        sweep.pop(key)
+    params = {f"sweep.{k}": v for k, v in tracking.flatten(sweep).items()}
+    params.update(
+        {
+            "study_name": study.study_name,
+            "storage": sweep_tracking.public_storage_url(storage_url(cfg.sweep)),
+            "sampler": type(study.sampler).__name__,
+            "pruner": type(study.pruner).__name__,
+            "experiment_name": cfg.experiment_name,
+        }
+    )
+    return params
+
+
+def _run_exists(client: MlflowClient, run_id: str) -> bool:
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
