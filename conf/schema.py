@@ -205,6 +205,49 @@ class DeployConfig:
 
 
 @dataclass
+class ParamSpec:
+    """One searched config key (see experiments/search_space.py for the rules each type follows)."""
+
+    key: str = ""  # the config key to set, e.g. model.lr
+    type: str = "float"  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None  # float/int grid spacing; not with log
+    choices: list[Any] | None = None  # categorical only: numbers, strings, booleans or null
+
+
+@dataclass
+class SweepConfig:
+    """An Optuna study over ``space``; every trial is one ``train(cfg)`` with the sampled keys set."""
+
+    # The searched keys; a list so a whole space can be given on the command line:
+    # 'sweep.space=[{key: model.lr, type: float, low: 0.001, high: 0.1, log: true}]'
+    space: list[ParamSpec] = field(default_factory=list)
+    metric: str = "val_acc"  # a validation metric logged every epoch (pruning reads it)
+    direction: str = "maximize"  # maximize | minimize
+    # Finished (complete + pruned) trials the study should reach across all workers; re-runs resume.
+    n_trials: int | None = 20
+    timeout_s: float | None = None  # stop starting trials after this many seconds (per worker)
+    sampler: str = "tpe"  # tpe | random | cmaes | qmc | gp | nsgaii
+    sampler_args: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"  # median | percentile | successive_halving | hyperband | threshold | none
+    pruner_args: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # sampler seed; null: the root seed (each local worker adds its index)
+    # null: "<experiment_name>-<hash of the searched config>", so re-running the same command resumes.
+    study_name: str | None = None
+    # Optuna RDB URL: null is a SQLite file optuna.db in the working directory; postgresql://... lets
+    # `dogbreeds sweep` processes on many machines share one study.
+    storage: str | None = None
+    workers: int = 1  # local worker processes (each pinned to its own GPU(s) when there are GPUs)
+    worker_index: int = 0  # set per worker; give each machine a distinct one so seeds differ
+    heartbeat_interval_s: int = 60  # a worker silent for grace_period_s is dead: its trial is retried
+    grace_period_s: int = 180
+    max_retries: int = 3  # retries of a trial whose worker died
+    max_failed_trials: int = 10  # stop the study after this many FAIL trials (a broken setup)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -215,6 +258,7 @@ class Config:
     run_name: str | None = None
     seed: int = 42
     output_dir: str = "outputs"
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 

@@ -33,6 +33,12 @@ def cmd_train(args) -> None:
             print(f"  {name} = {result.metrics[name]:.4f}")
 
 
+def cmd_sweep(args) -> None:
+    from experiments.sweep import run_sweep
+
+    run_sweep(load_config(args.overrides), args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreeds", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -47,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help="fine-tune one model, tracked as one MLflow run")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
+
+    sweep = verbs.add_parser("sweep", help="Optuna study of train runs, nested under one MLflow parent run")
+    sweep.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + " sweep=default sweep.n_trials=40")
+    sweep.set_defaults(func=cmd_sweep)
     return parser
 
 
