@@ -314,10 +314,15 @@ def predict_many(requests: list[Request], model: Model) -> list[Prediction]:
     return [Prediction(part, r, model) for part, r in zip(logits.split(sizes), requests, strict=True)]
 
 
-def encode_response(prediction: Prediction, accept: str | None) -> str:
+def check_accept(accept: str | None) -> None:
+    """Responses are JSON: an Accept header that rules JSON out is a 406 (checked before any work)."""
     media_types = [t.split(";", 1)[0].strip().lower() for t in (accept or "").split(",") if t.strip()]
     if media_types and not {"application/json", "application/*", "*/*"} & set(media_types):
         raise RequestError(406, f"cannot answer as {accept!r}; responses are application/json")
+
+
+def encode_response(prediction: Prediction, accept: str | None) -> str:
+    check_accept(accept)
     names = prediction.model.class_names
     probabilities = prediction.logits.softmax(dim=1)
     results = []
