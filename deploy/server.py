@@ -182,7 +182,7 @@ class Endpoint:
         original = body.decode()
         payload = {
             "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
-            "message": f"Received {kind} error ({status}) from primary with message \"{original}\".",
+            "message": f'Received {kind} error ({status}) from primary with message "{original}".',
             "OriginalStatusCode": status,
             "OriginalMessage": original,
             "LogStreamArn": f"local:{self.cfg.endpoint_name}",

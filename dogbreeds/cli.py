@@ -39,6 +39,21 @@ def cmd_sweep(args) -> None:
     run_sweep(load_config(args.overrides), args.overrides)
 
 
+def cmd_package(args) -> None:
+    from deploy.package import build_package
+
+    cfg = load_config(args.overrides)
+    out = build_package(args.source, args.out, cfg.tracking_uri, args.model_version)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def cmd_serve(args) -> None:
+    from deploy.endpoint import serve
+
+    cfg = load_config(args.overrides)
+    serve(args.source, cfg.serve, cfg.tracking_uri)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreeds", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -57,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = verbs.add_parser("sweep", help="Optuna study of train runs, nested under one MLflow parent run")
     sweep.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + " sweep=default sweep.n_trials=40")
     sweep.set_defaults(func=cmd_sweep)
+
+    package = verbs.add_parser("package", help="build model.tar.gz for SageMaker from a run id or checkpoint")
+    package.add_argument("source", help="MLflow run id (its checkpoints/ artifact) or a Lightning .ckpt path")
+    package.add_argument("--out", default="model.tar.gz", help="output tarball (default: model.tar.gz)")
+    package.add_argument("--model-version", help="version string recorded in metadata.json and responses")
+    package.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking_uri=http://mlflow:5000")
+    package.set_defaults(func=cmd_package)
+
+    serve = verbs.add_parser("serve", help="local endpoint speaking the SageMaker container + runtime API")
+    serve.add_argument("source", help="model.tar.gz, an unpacked package folder, or an MLflow run id")
+    serve.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. serve.port=8081")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
