@@ -7,6 +7,8 @@ one, which keeps the code free of per-architecture tables.
 
 from __future__ import annotations
 
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.error import URLError
 
@@ -15,8 +17,26 @@ import torchvision
 from torch import nn
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be fetched or read; the message says how to use a local file."""
+class WeightsUnavailableError(ValueError):
+    """Pretrained weights could not be fetched or read; the message says how to use a local file.
+
+    A ValueError like every other bad config value, so the CLI reports it as one line, not a traceback.
+    """
+
+
+# torch.hub downloads with urllib and no timeout: where a firewall drops packets instead of refusing them,
+# an offline machine would hang forever. A per-read timeout still lets a slow but live download finish.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+@contextmanager
+def _socket_timeout(seconds: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -30,9 +50,13 @@ def _load_local_weights(model: nn.Module, path: Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if len(missing) == len(model.state_dict()):
+    # Tensors whose shape differs are the old head (ImageNet's 1000 classes, or another run's breeds):
+    # it is replaced by a fresh head for our classes anyway, so only the matching backbone is loaded.
+    expected = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    if not matching:
         raise WeightsUnavailableError(f"{path} holds no weights for this architecture (no matching keys)")
+    model.load_state_dict(matching, strict=False)
 
 
 def build_backbone(arch: str, weights: str | None) -> nn.Module:
@@ -55,7 +79,8 @@ def build_backbone(arch: str, weights: str | None) -> nn.Module:
         choices = [w.name for w in torchvision.models.get_model_weights(arch)] + ["DEFAULT"]
         raise ValueError(f"model.weights={weights!r} is not one of {arch}'s weights: {choices}") from None
     try:
-        return torchvision.models.get_model(arch, weights=weight_enum)
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            return torchvision.models.get_model(arch, weights=weight_enum)
     except (URLError, OSError, RuntimeError) as err:
         raise WeightsUnavailableError(
             f"could not fetch {weight_enum} ({err}); this machine may be offline. Download "

@@ -1,0 +1,120 @@
+"""DogBreedsDataModule on a local folder: loaders, preprocessing metadata, DDP batch split, bad data."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+
+from lightning_app import layout
+from lightning_app.datamodule import DogBreedsDataModule
+from lightning_app.images import ImageSamples, eval_transform, load_rgb
+from lightning_app.sample_data import generate
+
+
+@pytest.fixture
+def datamodule(make_cfg):
+    dm = DogBreedsDataModule(make_cfg().data)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_classes_splits_and_preprocessing(datamodule):
+    assert datamodule.class_names == ["Affenpinscher", "Afghan_hound", "Airedale_terrier", "Akita"]
+    assert {name: len(split.samples) for name, split in datamodule.splits.items()} == {
+        "train": 64,
+        "valid": 16,
+        "test": 16,
+    }
+    assert datamodule.has_test and datamodule.skipped_images == 0
+    assert datamodule.preprocessing == {
+        "image_size": 48,
+        "resize": 55,  # round(48 * 1.143): the usual 256/224 ratio
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+
+
+def test_train_loader_batches(datamodule):
+    loader = datamodule.train_dataloader()
+    images, labels = next(iter(loader))
+    assert images.shape == (16, 3, 48, 48) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2, 3}
+    assert -3 < images.mean() < 3  # normalised, not 0..255
+    assert len(loader) == 4 and loader.drop_last
+
+
+def test_eval_loader_is_deterministic(datamodule):
+    first = torch.cat([images for images, _ in datamodule.val_dataloader()])
+    second = torch.cat([images for images, _ in datamodule.val_dataloader()])
+    assert first.shape == (16, 3, 48, 48)
+    assert torch.equal(first, second)
+
+
+def _ddp_trainer() -> L.Trainer:
+    """A real 2-process DDP Trainer; nothing is launched until fit, but world_size is known."""
+    return L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False)
+
+
+def test_global_batch_is_split_across_ddp_ranks(make_cfg):
+    dm = DogBreedsDataModule(make_cfg("data.batch_size=16").data)
+    dm.trainer = _ddp_trainer()
+    dm.setup("fit")
+    assert dm.per_device_batch_size == 8
+
+
+def test_batch_size_not_dividing_across_ranks_is_an_error(make_cfg):
+    dm = DogBreedsDataModule(make_cfg("data.batch_size=15").data)
+    dm.trainer = _ddp_trainer()
+    with pytest.raises(
+        ValueError, match=r"data.batch_size=15 does not divide across 2 DDP processes.*e.g. 14"
+    ):
+        dm.setup("fit")
+
+
+def test_layout_errors_surface_before_training(make_cfg, tmp_path):
+    generate(tmp_path / "bad", num_classes=2, train_per_class=4)
+    (tmp_path / "bad" / "valid").rename(tmp_path / "bad" / "validation")
+    with pytest.raises(layout.DatasetLayoutError, match="missing split folder"):
+        DogBreedsDataModule(make_cfg(f"data.root={tmp_path / 'bad'}").data)
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+def test_corrupt_image_policy_in_setup(make_cfg, tmp_path, policy):
+    root = tmp_path / "data"
+    generate(root, num_classes=2, train_per_class=4)
+    (root / "valid" / "002.Afghan_hound" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    dm = DogBreedsDataModule(make_cfg(f"data.root={root}", f"data.corrupt_images={policy}").data)
+    if policy == "fail":
+        with pytest.raises(layout.DatasetLayoutError, match="broken.jpg"):
+            dm.setup("fit")
+    else:
+        dm.setup("fit")
+        assert dm.skipped_images == 1
+        assert len(dm.splits["valid"].samples) == 2
+
+
+def test_truncated_image_body_names_the_file(sample_root, tmp_path):
+    """A header that reads but a body that is cut off passes setup; decoding it says which file to fix."""
+    source = next((sample_root / "train" / "001.Affenpinscher").glob("*.jpg"))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(source.read_bytes()[:2000])
+    dataset = ImageSamples([(cut, 0)], eval_transform(48, 1.143, [0.5] * 3, [0.5] * 3), decode_min_side=55)
+    with pytest.raises(OSError, match=r"cannot decode .*cut.jpg.*delete or replace"):
+        dataset[0]
+
+
+def test_reduced_decode_keeps_enough_pixels(sample_root):
+    path = next((sample_root / "train" / "002.Afghan_hound").glob("*.jpg"))
+    with Image.open(path) as original:
+        full_size = original.size
+    full = load_rgb(path, None)
+    reduced = load_rgb(path, 55)
+    assert full.size == full_size
+    assert min(reduced.size) >= 55 and reduced.size[0] < full_size[0] // 2
+    to_pixels = eval_transform(48, 1.143, [0.0] * 3, [1.0] * 3)  # 0..1, no normalisation
+    fast, slow = to_pixels(reduced), to_pixels(full)
+    assert fast.shape == slow.shape == (3, 48, 48)
+    assert (fast - slow).abs().mean() < 0.05  # within a few grey levels after the final resize
