@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+import warnings
 
 import optuna
 from mlflow import MlflowClient
@@ -91,7 +92,9 @@ class StaleTrialHandler:
     def __init__(self, tracking_uri: str, experiment_name: str, max_retries: int):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
-        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+        with warnings.catch_warnings():  # stable since Optuna 2.8 despite the label
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         client = MlflowClient(self.tracking_uri)

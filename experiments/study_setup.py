@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -68,7 +69,10 @@ def check_sweep_config(sweep: DictConfig) -> None:
             raise SweepConfigError(f"sweep.{name}={sweep[name]}: must be a positive number of seconds")
 
 
-def build_sampler(sweep: DictConfig, seed: int) -> optuna.samplers.BaseSampler:
+def build_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
+    """Seeded for reproducibility; each worker adds its index so workers do not sample in lockstep."""
+    sweep = cfg.sweep
+    seed = (sweep.seed if sweep.seed is not None else cfg.seed) + sweep.worker_index
     return _build("sampler", SAMPLERS, sweep.sampler, {"seed": seed, **sweep.sampler_args})
 
 
@@ -89,23 +93,23 @@ def storage_url(sweep: DictConfig) -> str:
     return sweep.storage or f"sqlite:///{Path.cwd() / DEFAULT_STORAGE_FILE}"
 
 
-def build_storage(
-    sweep: DictConfig, stale_trial_callback=None, url: str | None = None
-) -> optuna.storages.RDBStorage:
+def build_storage(sweep: DictConfig, stale_trial_callback=None) -> optuna.storages.RDBStorage:
     """RDB storage with heartbeats: a trial whose worker stops beating is failed and handed to the callback."""
-    url = url or storage_url(sweep)
+    url = storage_url(sweep)
     engine_kwargs = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         # Local workers share the file; wait for a lock instead of failing with "database is locked".
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=sweep.heartbeat_interval_s,
-            grace_period=sweep.grace_period_s,
-            heartbeat_stale_trial_callback=stale_trial_callback,
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" in name only, since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=sweep.heartbeat_interval_s,
+                grace_period=sweep.grace_period_s,
+                heartbeat_stale_trial_callback=stale_trial_callback,
+            )
     except Exception as err:  # SQLAlchemy/driver errors vary by backend
         public = sweep_tracking.public_storage_url(url)
         raise SweepConfigError(f"sweep.storage={public}: cannot open the study storage: {err}") from err
@@ -126,12 +130,13 @@ def study_name(cfg: DictConfig) -> str:
     return cfg.sweep.study_name or default_study_name(cfg)
 
 
-def open_study(cfg: DictConfig, storage: optuna.storages.RDBStorage) -> tuple[optuna.Study, bool]:
+def open_study(
+    cfg: DictConfig, storage: optuna.storages.RDBStorage, sampler, pruner
+) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists. Returns ``(study, created_here)``."""
     sweep = cfg.sweep
-    seed = (sweep.seed if sweep.seed is not None else cfg.seed) + sweep.worker_index
     kwargs = dict(study_name=study_name(cfg), storage=storage)
-    kwargs.update(sampler=build_sampler(sweep, seed), pruner=build_pruner(sweep))
+    kwargs.update(sampler=sampler, pruner=pruner)
     try:
         return optuna.create_study(direction=sweep.direction, **kwargs), True
     except optuna.exceptions.DuplicatedStudyError:

@@ -52,16 +52,18 @@ class SweepResult:
 
 def run_sweep(cfg: DictConfig, overrides: list[str] = (), console: Console | None = None) -> SweepResult:
     """``overrides`` are the command line's, handed on to local worker processes."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     params = parse_space(cfg)
     study_setup.check_sweep_config(cfg.sweep)
     tracking_uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
     check_not_distributed_launch()
     if cfg.sweep.workers > 1:
         check_tracking_for_workers(tracking_uri)
+    sampler, pruner = study_setup.build_sampler(cfg), study_setup.build_pruner(cfg.sweep)
     client = MlflowClient(tracking_uri)
     stale = StaleTrialHandler(tracking_uri, cfg.experiment_name, cfg.sweep.max_retries)
-    study, created = study_setup.open_study(cfg, study_setup.build_storage(cfg.sweep, stale))
+    storage = study_setup.build_storage(cfg.sweep, stale)
+    study, created = study_setup.open_study(cfg, storage, sampler, pruner)
     parent_id = study_setup.parent_run_id(cfg, study, created, client)
     client.update_run(parent_id, status="RUNNING")
     console.print(

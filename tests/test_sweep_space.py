@@ -1,0 +1,102 @@
+"""Sweep configuration errors are caught before any training, and name the offending entry."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from conf.loader import load_config
+from experiments import study_setup, sweep_tracking, workers
+from experiments.search_space import SearchSpaceError, parse_space
+from experiments.sweep import run_sweep
+
+
+def test_original_project_space_is_the_default():
+    params = {p.key: p.distribution for p in parse_space(load_config([]))}
+    assert params["model.lr"] == optuna.distributions.FloatDistribution(0.001, 0.1, log=True)
+    assert params["data.batch_size"] == optuna.distributions.CategoricalDistribution([32, 64, 128, 256, 512])
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        (
+            "[{key: model.lrr, type: float, low: 0.001, high: 0.1}]",
+            r"sweep.space\[0\] \(model.lrr\): unknown",
+        ),
+        (
+            "[{key: model.lr, type: float, low: 0.001, high: 0.1}, {key: model.dropout, type: float, low: 0.5, high: 0.1}]",
+            r"sweep.space\[1\] \(model.dropout\): .*low <= high",
+        ),
+        ("[{key: data.batch_size, type: categorical, choices: []}]", r"\(data.batch_size\): .*one or more"),
+        ("[{key: model.lr, type: float, low: 0, high: 0.1, log: true}]", r"\(model.lr\): .*low > 0"),
+        ("[{key: data.batch_size, type: int, low: 8, high: 64.5}]", r"\(data.batch_size\): .*whole numbers"),
+        (
+            "[{key: data.batch_size, type: float, low: 8, high: 64}]",
+            r"\(data.batch_size\): value 8.0 does not fit",
+        ),
+        ("[{key: model, type: categorical, choices: [a, b]}]", r"\(model\): model is a config section"),
+        ("[{key: model.lr, type: uniform, low: 0.1, high: 1}]", r"type 'uniform' is not one of"),
+        ("[{type: float, low: 0.1, high: 1}]", r"\(no key\): no key"),
+        ("[{key: sweep.n_trials, type: int, low: 1, high: 3}]", r"sweep section itself"),
+        ("[]", r"sweep.space is empty"),
+    ],
+)
+def test_bad_space_entries_are_named(space, expected):
+    with pytest.raises(SearchSpaceError, match=expected):
+        parse_space(load_config([f"sweep.space={space}"]))
+
+
+def test_bad_space_fails_before_any_storage_or_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(["sweep.space=[{key: model.lr, type: float, low: 0.1, high: 0.01}]"])
+    with pytest.raises(SearchSpaceError, match=r"sweep.space\[0\] \(model.lr\)"):
+        run_sweep(cfg)
+    assert list(tmp_path.iterdir()) == []  # no optuna.db, no mlflow.db, no outputs/
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["sweep.sampler=annealing"], r"sweep.sampler='annealing'; choose one of tpe"),
+        (["+sweep.sampler_args={n_startup: 3}"], r"sweep.sampler_args for tpe"),
+        (["sweep.pruner=hyperband", "+sweep.pruner_args={patience: 2}"], r"sweep.pruner_args for hyperband"),
+        (["sweep.direction=up"], r"sweep.direction='up'"),
+        (["sweep.metric=train_loss"], r"validation metric"),
+        (["sweep.n_trials=null"], r"sweep.n_trials or sweep.timeout_s"),
+        (["sweep.workers=2", "tracking_uri=sqlite:///x.db"], r"mlflow server"),
+    ],
+)
+def test_bad_sweep_settings_fail_before_training(tmp_path, monkeypatch, overrides, expected):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(study_setup.SweepConfigError, match=expected):
+        run_sweep(load_config(overrides))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_study_name_ignores_how_the_sweep_runs_but_not_what_it_searches():
+    base = study_setup.default_study_name(load_config([]))
+    same = load_config(["sweep.workers=4", "sweep.n_trials=99", "sweep.worker_index=3", "output_dir=/x"])
+    assert study_setup.default_study_name(same) == base
+    assert study_setup.default_study_name(load_config(["model.arch=resnet50"])) != base
+
+
+def test_storage_url_is_recorded_without_password():
+    url = "postgresql+psycopg2://optuna:s3cret@db.internal:5432/sweeps"
+    assert (
+        sweep_tracking.public_storage_url(url) == "postgresql+psycopg2://optuna:***@db.internal:5432/sweeps"
+    )
+
+
+def test_workers_get_distinct_gpus_and_their_own_keys():
+    assert workers.gpu_groups(4, 0) is None
+    assert workers.gpu_groups(2, 4) == [[0, 1], [2, 3]]
+    assert workers.gpu_groups(3, 2) == [[0], [1], [0]]
+    command = workers.worker_command(["sweep.workers=4", "model.lr=0.1", "sweep.study_name=x"], "study", 2)
+    assert command[3:] == [
+        "sweep",
+        "model.lr=0.1",
+        "sweep.workers=1",
+        "sweep.worker_index=2",
+        "sweep.study_name=study",
+    ]
