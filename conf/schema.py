@@ -97,6 +97,83 @@ class TrainerConfig:
 
 
 @dataclass
+class BackendConfig:
+    """Where ``train``/``sweep`` run: here (``local``) or as SageMaker training jobs (``sagemaker``)."""
+
+    name: str = "local"  # local | sagemaker
+    region: str | None = None  # null: the AWS default region of the environment
+    # Execution role the jobs assume (needs S3 access to data/checkpoints and, for sweeps, the secret).
+    role_arn: str | None = None
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = 1
+    # Processes per instance under torchrun; null: one per GPU of the instance type.
+    processes_per_instance: int | None = None
+    volume_size_gb: int = 50
+    # The AWS PyTorch training image for this version/region/instance type, unless image_uri is set.
+    framework_version: str = "2.8"
+    py_version: str = "py312"
+    image_uri: str | None = None
+    max_runtime_s: int = 86400
+    # Managed spot: pay the spot price, SageMaker restarts interrupted jobs, which resume from checkpoints.
+    spot: bool = False
+    max_wait_s: int = 172800  # spot only: runtime + time spent waiting for capacity
+    # S3 prefix for checkpoints (synced with /opt/ml/checkpoints); null: under the session's default bucket.
+    checkpoint_s3_uri: str | None = None
+    # S3 prefix for job outputs (model.tar.gz); null: the session's default bucket.
+    output_s3_uri: str | None = None
+    # Secrets Manager secret (JSON object of environment variables, e.g. DB passwords, MLflow tokens)
+    # that the job reads at start: credentials never travel in job definitions, the CLI or logs.
+    secret_id: str | None = None
+    job_prefix: str = "dogbreeds"
+    tags: dict[str, str] = field(default_factory=dict)
+    # USD per instance-hour for `dogbreeds jobs` cost estimates; edit for your region and date.
+    prices: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParamSpec:
+    """One searched config key (see experiments/search_space.py for the rules each type follows)."""
+
+    key: str = ""  # the config key to set, e.g. model.lr
+    type: str = "float"  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None  # float/int grid spacing; not with log
+    choices: list[Any] | None = None  # categorical only: numbers, strings, booleans or null
+
+
+@dataclass
+class SweepConfig:
+    """An Optuna study over ``space``; every trial is one ``train(cfg)`` with the sampled keys set."""
+
+    # The searched keys; a list so a whole space can be given on the command line:
+    # 'sweep.space=[{key: model.lr, type: float, low: 0.001, high: 0.1, log: true}]'
+    space: list[ParamSpec] = field(default_factory=list)
+    metric: str = "val_acc"  # a validation metric logged every epoch (pruning reads it)
+    direction: str = "maximize"  # maximize | minimize
+    # Finished (complete + pruned) trials the study should reach across all workers; re-runs resume.
+    n_trials: int | None = 20
+    timeout_s: float | None = None  # stop starting trials after this many seconds (per worker)
+    sampler: str = "tpe"  # tpe | random | cmaes | qmc | gp | nsgaii
+    sampler_args: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"  # median | percentile | successive_halving | hyperband | threshold | none
+    pruner_args: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # sampler seed; null: the root seed (each local worker adds its index)
+    # null: "<experiment_name>-<hash of the searched config>", so re-running the same command resumes.
+    study_name: str | None = None
+    # Optuna RDB URL: null is a SQLite file optuna.db in the working directory; postgresql://... lets
+    # `dogbreeds sweep` processes on many machines share one study.
+    storage: str | None = None
+    workers: int = 1  # local worker processes (each pinned to its own GPU(s) when there are GPUs)
+    worker_index: int = 0  # set per worker; give each machine a distinct one so seeds differ
+    heartbeat_interval_s: int = 60  # a worker silent for grace_period_s is dead: its trial is retried
+    grace_period_s: int = 180
+    max_retries: int = 3  # retries of a trial whose worker died
+    max_failed_trials: int = 10  # stop the study after this many FAIL trials (a broken setup)
+
+
+@dataclass
 class UrlFetchConfig:
     """``{"url": ...}`` requests (the original project's format). Off: SageMaker endpoints should run
     network-isolated. When on: https only, hosts from the allowlist, and every address a host resolves
@@ -205,49 +282,6 @@ class DeployConfig:
 
 
 @dataclass
-class ParamSpec:
-    """One searched config key (see experiments/search_space.py for the rules each type follows)."""
-
-    key: str = ""  # the config key to set, e.g. model.lr
-    type: str = "float"  # float | int | categorical
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None  # float/int grid spacing; not with log
-    choices: list[Any] | None = None  # categorical only: numbers, strings, booleans or null
-
-
-@dataclass
-class SweepConfig:
-    """An Optuna study over ``space``; every trial is one ``train(cfg)`` with the sampled keys set."""
-
-    # The searched keys; a list so a whole space can be given on the command line:
-    # 'sweep.space=[{key: model.lr, type: float, low: 0.001, high: 0.1, log: true}]'
-    space: list[ParamSpec] = field(default_factory=list)
-    metric: str = "val_acc"  # a validation metric logged every epoch (pruning reads it)
-    direction: str = "maximize"  # maximize | minimize
-    # Finished (complete + pruned) trials the study should reach across all workers; re-runs resume.
-    n_trials: int | None = 20
-    timeout_s: float | None = None  # stop starting trials after this many seconds (per worker)
-    sampler: str = "tpe"  # tpe | random | cmaes | qmc | gp | nsgaii
-    sampler_args: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"  # median | percentile | successive_halving | hyperband | threshold | none
-    pruner_args: dict[str, Any] = field(default_factory=dict)
-    seed: int | None = None  # sampler seed; null: the root seed (each local worker adds its index)
-    # null: "<experiment_name>-<hash of the searched config>", so re-running the same command resumes.
-    study_name: str | None = None
-    # Optuna RDB URL: null is a SQLite file optuna.db in the working directory; postgresql://... lets
-    # `dogbreeds sweep` processes on many machines share one study.
-    storage: str | None = None
-    workers: int = 1  # local worker processes (each pinned to its own GPU(s) when there are GPUs)
-    worker_index: int = 0  # set per worker; give each machine a distinct one so seeds differ
-    heartbeat_interval_s: int = 60  # a worker silent for grace_period_s is dead: its trial is retried
-    grace_period_s: int = 180
-    max_retries: int = 3  # retries of a trial whose worker died
-    max_failed_trials: int = 10  # stop the study after this many FAIL trials (a broken setup)
-
-
-@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -258,9 +292,16 @@ class Config:
     run_name: str | None = None
     seed: int = 42
     output_dir: str = "outputs"
+    # Continue an interrupted run (weights, optimizer, scheduler, loops, RNG) in the same MLflow run:
+    # the latest unfinished run under output_dir, or the one in checkpoint_dir when that is set.
+    resume: bool = False
+    # Fixed checkpoint folder (last.ckpt + run state); null: output_dir/<MLflow run id>. SageMaker jobs
+    # use /opt/ml/checkpoints, which SageMaker syncs with the checkpoint S3 URI.
+    checkpoint_dir: str | None = None
+    backend: BackendConfig = field(default_factory=BackendConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    deploy: DeployConfig = field(default_factory=DeployConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
 
 def register() -> None:

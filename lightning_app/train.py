@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,7 +19,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import tracking
-from lightning_app import layout
+from lightning_app import layout, resume
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.module import BreedClassifier
@@ -45,30 +44,41 @@ def build_module(cfg: DictConfig, datamodule: DogBreedsDataModule) -> BreedClass
     )
 
 
-def make_logger(cfg: DictConfig, tags: dict[str, str]) -> MLFlowLogger:
+def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
+    """``run_id``: continue that MLflow run (resume) instead of starting a new one."""
     return MLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name,
         tracking_uri=tracking.resolve_tracking_uri(cfg.tracking_uri),
         tags={**tracking.provenance_tags(), **tags},
         log_model=False,
+        run_id=run_id,
     )
 
 
 def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] | None = None) -> TrainResult:
-    """Fit, test and log one model. ``callbacks``/``tags`` let a sweep add pruning and nest the run."""
+    """Fit, test and log one model. ``callbacks``/``tags`` let a sweep add pruning and nest the run.
+
+    ``cfg.resume``: continue an interrupted run from its ``last.ckpt`` in the same MLflow run.
+    """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = DogBreedsDataModule(cfg.data)
-    logger = make_logger(cfg, tags or {})
-    run_dir = Path(cfg.output_dir) / logger.run_id if logger.run_id else Path(cfg.output_dir) / "run"
+    resume_point = resume.find_resume_point(cfg) if cfg.resume else None
+    logger = make_logger(cfg, tags or {}, resume_point.run_id if resume_point else None)
+    checkpoint_dir = resume.checkpoint_dir_for(cfg, logger.run_id)
+    if resume_point is not None:  # an interruption left it FAILED or KILLED; Lightning finalizes it
+        logger.experiment.update_run(logger.run_id, status="RUNNING")
     finetune = cfg.model.finetune
     policy = FineTuningPolicy(
         finetune.policy, finetune.stages, list(finetune.unfreeze_at), finetune.backbone_lr_scale
     )
-    trainer = build_trainer(cfg.trainer, run_dir / "checkpoints", logger, [policy, *callbacks])
+    trainer = build_trainer(cfg.trainer, checkpoint_dir, logger, [policy, *callbacks])
     module = build_module(cfg, datamodule)
-    logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-    trainer.fit(module, datamodule=datamodule)
+    if resume_point is None:
+        logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        if trainer.is_global_zero:
+            resume.start_state(checkpoint_dir, logger.run_id, cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None)
 
     checkpoint = trainer.checkpoint_callback.best_model_path
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -77,6 +87,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
         metrics.update({k: float(v) for k, v in test_metrics[0].items()})
     if trainer.is_global_zero:
         _log_outputs(logger, datamodule, checkpoint, cfg)
+        resume.mark_finished(checkpoint_dir)
     return TrainResult(logger.run_id or "", checkpoint, metrics, trainer.current_epoch)
 
 

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from lightning_app.rng_state import RNGStateCheckpoint
+
 MONITOR = "val_acc"
 
 
@@ -25,6 +27,7 @@ def resolve_precision(precision: str) -> str:
 
 
 def best_checkpoint_callback(checkpoint_dir: Path) -> ModelCheckpoint:
+    """The best epoch (what gets logged to MLflow) plus ``last.ckpt``, which ``resume=true`` continues from."""
     return ModelCheckpoint(
         dirpath=checkpoint_dir,
         filename="best-epoch{epoch:02d}-val_acc{val_acc:.4f}",
@@ -32,12 +35,17 @@ def best_checkpoint_callback(checkpoint_dir: Path) -> ModelCheckpoint:
         monitor=MONITOR,
         mode="max",
         save_top_k=1,
+        save_last=True,
     )
 
 
 def build_trainer(cfg, checkpoint_dir: Path, logger, extra_callbacks: list[Callback] = ()) -> L.Trainer:
     """``cfg`` is the ``trainer`` config section."""
-    callbacks: list[Callback] = [best_checkpoint_callback(checkpoint_dir), *extra_callbacks]
+    callbacks: list[Callback] = [
+        best_checkpoint_callback(checkpoint_dir),
+        RNGStateCheckpoint(),
+        *extra_callbacks,
+    ]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.early_stopping_patience))
     return L.Trainer(

@@ -1,0 +1,152 @@
+"""Run state kept beside the checkpoints, so an interrupted run can be found and continued.
+
+A run's checkpoint folder holds Lightning's ``last.ckpt`` (weights, optimizer, schedulers, loop
+progress, callback state including RNG) and ``run.json``: the MLflow run id, the composed config and
+whether the run finished. ``resume=true`` picks the folder, checks the config still describes the same
+run, and hands back what ``train`` needs to continue in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import tracking
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "run.json"
+LAST_CHECKPOINT = "last.ckpt"
+RUNNING, FINISHED = "running", "finished"
+
+# Keys that may differ when continuing: where things are, how many devices, how long to train.
+# Anything else (model, data preprocessing, seed, ...) would make the continued run a different run.
+CHANGEABLE_ON_RESUME = (
+    "resume",
+    "checkpoint_dir",
+    "output_dir",
+    "tracking_uri",
+    "backend.",
+    "data.root",
+    "data.cache_dir",
+    "data.num_workers",
+    "data.persistent_workers",
+    "data.pin_memory",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.max_epochs",
+    "trainer.enable_progress_bar",
+)
+
+
+@dataclass
+class ResumePoint:
+    run_dir: Path
+    run_id: str
+    checkpoint: Path
+
+
+def checkpoint_dir_for(cfg: DictConfig, run_id: str | None) -> Path:
+    """A fixed ``checkpoint_dir`` (SageMaker) or ``output_dir/<MLflow run id>/checkpoints``."""
+    if cfg.checkpoint_dir:
+        return Path(cfg.checkpoint_dir).expanduser()
+    return Path(cfg.output_dir).expanduser() / (run_id or "run") / "checkpoints"
+
+
+def _flat(cfg: DictConfig) -> dict[str, str]:
+    return tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+
+
+def _write_state(run_dir: Path, state: dict) -> None:
+    """Atomic (write + rename): a kill mid-write must not leave a run that cannot be resumed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, run_dir / STATE_FILE)
+
+
+def start_state(run_dir: Path, run_id: str, cfg: DictConfig) -> None:
+    state = {
+        "run_id": run_id,
+        "experiment_name": cfg.experiment_name,
+        "run_name": cfg.run_name,
+        "status": RUNNING,
+        "config": _flat(cfg),
+    }
+    _write_state(run_dir, state)
+
+
+def mark_finished(run_dir: Path) -> None:
+    state = _read_state(run_dir)
+    if state is not None:
+        _write_state(run_dir, {**state, "status": FINISHED})
+
+
+def _read_state(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _resumable(run_dir: Path, cfg: DictConfig) -> dict | None:
+    state = _read_state(run_dir)
+    if state is None or not (run_dir / LAST_CHECKPOINT).is_file():
+        return None
+    if state.get("experiment_name") != cfg.experiment_name or state.get("run_name") != cfg.run_name:
+        return None
+    return state
+
+
+def check_same_run(saved: dict[str, str], cfg: DictConfig) -> None:
+    """A resumed run must be the run that was interrupted: refuse changed hyperparameters, by name."""
+    current = _flat(cfg)
+    changed = sorted(
+        key
+        for key in saved.keys() | current.keys()
+        if saved.get(key) != current.get(key) and not key.startswith(CHANGEABLE_ON_RESUME)
+    )
+    if changed:
+        diffs = ", ".join(f"{k} ({saved.get(k)} -> {current.get(k)})" for k in changed)
+        raise ValueError(
+            f"resume=true: the config differs from the interrupted run on {diffs}; "
+            "pass the same overrides as the original run, or drop resume=true to start a new run"
+        )
+
+
+def find_resume_point(cfg: DictConfig) -> ResumePoint | None:
+    """The run to continue, or None when a fixed checkpoint_dir holds none yet (a job's first start).
+
+    Without ``checkpoint_dir``: the unfinished run of this experiment and run name whose ``last.ckpt``
+    is newest under ``output_dir``; having none there is an error, since the user expects to continue.
+    """
+    if cfg.checkpoint_dir:
+        run_dir = checkpoint_dir_for(cfg, None)
+        state = _resumable(run_dir, cfg)
+        if state is None:
+            log.info("resume=true: no checkpoint in %s yet, starting a new run", run_dir)
+            return None
+        if state["status"] == FINISHED:
+            raise ValueError(f"resume=true: the run in {run_dir} ({state['run_id']}) already finished")
+        candidates = [(run_dir, state)]
+    else:
+        output_dir = Path(cfg.output_dir).expanduser()
+        found = [(d, _resumable(d, cfg)) for d in output_dir.glob("*/checkpoints") if d.is_dir()]
+        candidates = [(d, s) for d, s in found if s is not None and s["status"] == RUNNING]
+        if not candidates:
+            raise ValueError(
+                f"resume=true: no interrupted run of experiment {cfg.experiment_name!r} "
+                f"(run_name={cfg.run_name!r}) with a {LAST_CHECKPOINT} under {output_dir}; "
+                "check output_dir/experiment_name/run_name, or drop resume=true to start a new run"
+            )
+    run_dir, state = max(candidates, key=lambda c: (c[0] / LAST_CHECKPOINT).stat().st_mtime)
+    check_same_run(state["config"], cfg)
+    log.info("resuming MLflow run %s from %s", state["run_id"], run_dir / LAST_CHECKPOINT)
+    return ResumePoint(run_dir, state["run_id"], run_dir / LAST_CHECKPOINT)

@@ -1,0 +1,125 @@
+"""Resume: an interrupted run continues from last.ckpt in the same MLflow run, and bad resumes fail clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from lightning_app import resume
+from lightning_app.train import train
+
+BIN = Path(sys.executable).parent
+RESUME_OVERRIDES = ["trainer.max_epochs=3", "data.image_size=32", "model.arch=mobilenet_v3_small"]
+
+
+def _interrupted_run(make_cfg, run_id: str, status: str = resume.RUNNING, *overrides: str) -> Path:
+    cfg = make_cfg(*overrides)
+    checkpoint_dir = resume.checkpoint_dir_for(cfg, run_id)
+    resume.start_state(checkpoint_dir, run_id, cfg)
+    (checkpoint_dir / resume.LAST_CHECKPOINT).write_bytes(b"checkpoint")
+    if status == resume.FINISHED:
+        resume.mark_finished(checkpoint_dir)
+    return checkpoint_dir
+
+
+def test_picks_the_newest_unfinished_run_of_this_experiment(make_cfg):
+    _interrupted_run(make_cfg, "older")
+    time.sleep(0.05)
+    newest = _interrupted_run(make_cfg, "newest")
+    _interrupted_run(make_cfg, "done", resume.FINISHED)
+    _interrupted_run(make_cfg, "other-experiment", resume.RUNNING, "experiment_name=other")
+    point = resume.find_resume_point(make_cfg("resume=true", "trainer.max_epochs=9", "data.num_workers=1"))
+    assert (point.run_id, point.checkpoint) == ("newest", newest / "last.ckpt")
+
+
+def test_nothing_to_resume_is_an_error_naming_where_it_looked(make_cfg):
+    _interrupted_run(make_cfg, "done", resume.FINISHED)
+    cfg = make_cfg("resume=true")
+    with pytest.raises(ValueError, match=f"no interrupted run of experiment 'dogbreeds'.*{cfg.output_dir}"):
+        resume.find_resume_point(cfg)
+
+
+def test_changed_hyperparameters_are_refused_by_name(make_cfg):
+    _interrupted_run(make_cfg, "run1")
+    with pytest.raises(ValueError, match=r"model.lr \(0.003 -> 0.1\).*seed \(42 -> 7\)"):
+        resume.find_resume_point(make_cfg("resume=true", "model.lr=0.1", "seed=7"))
+
+
+def test_fixed_checkpoint_dir_starts_fresh_when_empty_and_refuses_a_finished_run(make_cfg, tmp_path):
+    fixed = tmp_path / "opt-ml-checkpoints"
+    assert resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}")) is None
+    cfg = make_cfg(f"checkpoint_dir={fixed}")
+    resume.start_state(fixed, "job-run", cfg)
+    (fixed / resume.LAST_CHECKPOINT).write_bytes(b"checkpoint")
+    assert resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}")).run_id == "job-run"
+    resume.mark_finished(fixed)
+    with pytest.raises(ValueError, match="already finished"):
+        resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}"))
+
+
+def _cli_overrides(cfg) -> list[str]:
+    return [
+        f"data.root={cfg.data.root}",
+        f"tracking_uri={cfg.tracking_uri}",
+        f"output_dir={cfg.output_dir}",
+        "trainer=demo",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "model.lr=0.003",
+        *RESUME_OVERRIDES,
+    ]
+
+
+def _kill_after_first_checkpoint(command: list[str], output_dir: Path, cwd: Path) -> Path:
+    """Start training, SIGKILL it (no cleanup, like a lost spot instance) once last.ckpt exists."""
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(output_dir.glob("*/checkpoints/last.ckpt"))
+            if found:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return found[0].parent
+            time.sleep(0.05)
+        raise AssertionError(f"training ended before a checkpoint: {proc.stderr.read().decode()[-2000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_one(make_cfg, tmp_path):
+    baseline = train(make_cfg(*RESUME_OVERRIDES, f"output_dir={tmp_path / 'baseline'}"))
+
+    cfg = make_cfg(*RESUME_OVERRIDES)
+    command = [str(BIN / "dogbreeds"), "train", *_cli_overrides(cfg)]
+    checkpoint_dir = _kill_after_first_checkpoint(command, Path(cfg.output_dir), tmp_path)
+    killed_at_epoch = torch.load(checkpoint_dir / "last.ckpt", weights_only=True)["epoch"]
+    assert killed_at_epoch < 2, "the kill must land mid-training for this test to mean anything"
+    interrupted_run_id = (checkpoint_dir.parent).name
+
+    result = train(make_cfg(*RESUME_OVERRIDES, "resume=true"))
+
+    assert result.run_id == interrupted_run_id
+    client = MlflowClient(cfg.tracking_uri)
+    val_steps = [m.step for m in client.get_metric_history(result.run_id, "val_acc")]
+    assert len(val_steps) == len(set(val_steps)) == 3, "an epoch was trained twice"
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == [
+        f"checkpoints/{Path(result.best_checkpoint).name}"
+    ]
+    for name in ("val_loss", "val_acc", "train_loss", "test_acc"):
+        assert result.metrics[name] == pytest.approx(baseline.metrics[name], abs=1e-4), name
+    with pytest.raises(ValueError, match="no interrupted run"):
+        resume.find_resume_point(make_cfg(*RESUME_OVERRIDES, "resume=true"))
+    assert os.path.exists(checkpoint_dir / "last.ckpt")
