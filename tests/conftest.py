@@ -25,6 +25,11 @@ from lightning_app.sample_data import generate
 
 BIN = Path(sys.executable).parent
 
+# One intra-op thread for this process and every subprocess (CLI, DDP ranks, servers), set before torch
+# is first imported: test tensors are tiny, and on a small shared machine OpenMP threads spin-waiting for
+# busy cores made a training step 10-20x slower than a single thread (measured on the 2-core CI box).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Small everything: a few classes, 64 px, resnet18 without pretrained weights, CPU.
 FAST_OVERRIDES = [
     "trainer=demo",
@@ -204,3 +209,28 @@ def moto_endpoint():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def trained_run(sample_root, tmp_path_factory):
+    """One tiny real training run shared by the session (packaging, serving, promotion tests).
+
+    Returns (TrainResult, tracking URI): the run's ``checkpoints/`` artifact and its metrics are in MLflow.
+    """
+    from lightning_app.train import train
+
+    root = tmp_path_factory.mktemp("trained-run")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    overrides = [o for o in FAST_OVERRIDES if not o.startswith("data.image_size")]
+    cfg = load_config(
+        [
+            *overrides,
+            "data.image_size=32",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            f"data.root={sample_root}",
+            f"tracking_uri={uri}",
+            f"output_dir={root / 'outputs'}",
+        ]
+    )
+    return train(cfg), uri

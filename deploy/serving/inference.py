@@ -208,7 +208,9 @@ def decode_image(data: bytes, model: Model) -> torch.Tensor:
                 img.draft("RGB", (side, side))
             rgb = img.convert("RGB")
     except Image.DecompressionBombError as err:
-        raise RequestError(413, f"image refused as a decompression bomb: {err}") from None
+        raise RequestError(
+            413, f"image refused as a decompression bomb ({err}); downscale it before sending"
+        ) from None
     except UnidentifiedImageError:
         raise RequestError(
             400,
