@@ -30,11 +30,13 @@ class FineTuningPolicy(BaseFinetuning):
         self.backbone_lr_scale = backbone_lr_scale
 
     def freeze_before_training(self, pl_module) -> None:
+        # train_bn=False: BaseFinetuning's default leaves BatchNorm trainable, so a "frozen" backbone would
+        # still move its affine weights and running statistics, which small fine-tuning batches corrupt.
         stages = pl_module.backbone_stages
         if self.policy in ("head", "staged"):
-            self.freeze(stages)
+            self.freeze(stages, train_bn=False)
         elif self.policy == "last_n":
-            self.freeze(stages[: max(len(stages) - self.stages, 0)])
+            self.freeze(stages[: max(len(stages) - self.stages, 0)], train_bn=False)
 
     def finetune_function(self, pl_module, current_epoch: int, optimizer) -> None:
         """Staged: at each epoch in ``unfreeze_at`` the next-deepest frozen stage starts training."""

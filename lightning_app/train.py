@@ -63,17 +63,18 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = DogBreedsDataModule(cfg.data)
+    # Model and policy before the logger: a bad arch, weights or policy fails without an empty MLflow run.
+    module = build_module(cfg, datamodule)
+    finetune = cfg.model.finetune
+    policy = FineTuningPolicy(
+        finetune.policy, finetune.stages, list(finetune.unfreeze_at), finetune.backbone_lr_scale
+    )
     resume_point = resume.find_resume_point(cfg) if cfg.resume else None
     logger = make_logger(cfg, tags or {}, resume_point.run_id if resume_point else None)
     checkpoint_dir = resume.checkpoint_dir_for(cfg, logger.run_id)
     if resume_point is not None:  # an interruption left it FAILED or KILLED; Lightning finalizes it
         logger.experiment.update_run(logger.run_id, status="RUNNING")
-    finetune = cfg.model.finetune
-    policy = FineTuningPolicy(
-        finetune.policy, finetune.stages, list(finetune.unfreeze_at), finetune.backbone_lr_scale
-    )
     trainer = build_trainer(cfg.trainer, checkpoint_dir, logger, [policy, *callbacks])
-    module = build_module(cfg, datamodule)
     if resume_point is None:
         logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
         if trainer.is_global_zero:

@@ -1,0 +1,113 @@
+"""``train(cfg)`` end to end on generated data: it learns, and the run records what it should.
+
+One real training run (module scope) serves every test here: 4 classes x 32 images, 48 px, resnet18 from
+scratch, 4 epochs on CPU, one corrupt image in train/ (the default skip policy), tracked in SQLite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conf.loader import load_config
+from lightning_app import layout
+from lightning_app.backbone import build_backbone
+from lightning_app.sample_data import generate
+from lightning_app.train import train
+
+CLASSES = ["Affenpinscher", "Afghan_hound", "Airedale_terrier", "Akita"]
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learnable")
+    # 32 per class: 8 validation images per class make "clearly above chance" a robust statement.
+    generate(root, num_classes=4, train_per_class=32, seed=0)
+    (root / "train" / "003.Airedale_terrier" / "download_failed.jpg").write_bytes(b"<html>404</html>")
+    uri = f"sqlite:///{root.parent / (root.name + '-mlflow.db')}"
+    cfg = load_config(
+        [
+            "trainer=demo",
+            f"trainer.max_epochs={EPOCHS}",
+            "data.image_size=48",
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "model.lr=0.003",
+            f"data.root={root}",
+            f"tracking_uri={uri}",
+            f"output_dir={root.parent / (root.name + '-outputs')}",
+            "experiment_name=learns",
+        ]
+    )
+    result = train(cfg)
+    return result, MlflowClient(uri), root
+
+
+def test_training_learns(run):
+    result, client, _ = run
+    chance = 1 / len(CLASSES)
+    assert result.epochs == EPOCHS
+    assert result.metrics["val_acc"] >= chance + 0.35, result.metrics
+    assert result.metrics["test_acc"] >= chance + 0.25, result.metrics
+    losses = [m.value for m in client.get_metric_history(result.run_id, "train_loss")]
+    assert len(losses) == EPOCHS and losses[-1] < 0.8 * losses[0]
+
+
+def test_one_run_with_config_metrics_and_provenance(run):
+    result, client, root = run
+    experiment = client.get_experiment_by_name("learns")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [result.run_id]
+    recorded = runs[0]
+    assert recorded.info.status == "FINISHED"
+    params = recorded.data.params
+    assert params["model.arch"] == "resnet18"
+    assert params["data.image_size"] == "48"
+    assert params["model.finetune.policy"] == "full"
+    assert params["data.root"] == str(root)
+    metrics = recorded.data.metrics
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
+        assert name in metrics, name
+    assert len(client.get_metric_history(result.run_id, "val_acc")) == EPOCHS
+    # The corrupt file was skipped (data.corrupt_images=skip), counted, and logged.
+    assert metrics["skipped_images"] == 1
+    tags = recorded.data.tags
+    assert tags["dataset_fingerprint"] == layout.fingerprint(root)
+    assert tags["dataset_root"] == str(root)
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert tags["host"] and tags["device"].startswith("cpu")
+
+
+def test_best_checkpoint_carries_classes_and_preprocessing(run):
+    result, client, _ = run
+    best = [p for p in Path(result.best_checkpoint).parent.glob("*.ckpt") if p.name.startswith("best-")]
+    assert [str(p) for p in best] == [result.best_checkpoint]
+    checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
+    assert checkpoint["dogbreeds"] == {
+        "arch": "resnet18",
+        "class_names": CLASSES,
+        "preprocessing": {
+            "image_size": 48,
+            "resize": 55,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
+        "head": "fc",
+    }
+    artifacts = [a.path for a in client.list_artifacts(result.run_id, "checkpoints")]
+    assert artifacts == [f"checkpoints/{Path(result.best_checkpoint).name}"]
+    assert "model/MLmodel" in [a.path for a in client.list_artifacts(result.run_id, "model")]
+
+
+def test_checkpoint_of_a_run_is_a_local_weights_file(run):
+    """Fine-tune from an earlier run: its backbone loads, its 4-class head is left for the new head."""
+    result, _, _ = run
+    state = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model = build_backbone("resnet18", str(result.best_checkpoint))
+    assert torch.equal(model.layer4[0].conv1.weight, state["model.layer4.0.conv1.weight"])
+    assert torch.equal(model.bn1.running_mean, state["model.bn1.running_mean"])
+    assert model.fc.out_features == 1000  # untouched: replace_head sizes it for the new classes
