@@ -117,6 +117,8 @@ class BackendConfig:
     # Managed spot: pay the spot price, SageMaker restarts interrupted jobs, which resume from checkpoints.
     spot: bool = False
     max_wait_s: int = 172800  # spot only: runtime + time spent waiting for capacity
+    # Bucket for the uploaded source, default checkpoints and outputs; null: sagemaker-<region>-<account>.
+    bucket: str | None = None
     # S3 prefix for checkpoints (synced with /opt/ml/checkpoints); null: under the session's default bucket.
     checkpoint_s3_uri: str | None = None
     # S3 prefix for job outputs (model.tar.gz); null: the session's default bucket.

@@ -23,10 +23,27 @@ def cmd_sample_data(args) -> None:
     print(f"wrote {sum(counts.values())} images to {args.out} ({counts})")
 
 
+def on_sagemaker(cfg, verb: str, args) -> bool:
+    """``backend=sagemaker``: launch (or with --dry-run print) training jobs instead of running here."""
+    if cfg.backend.name not in ("local", "sagemaker"):
+        raise ValueError(f"backend={cfg.backend.name!r}: choose local or sagemaker")
+    if cfg.backend.name == "local":
+        if args.dry_run:
+            raise ValueError("--dry-run prints SageMaker job definitions: add backend=sagemaker")
+        return False
+    from deploy.training_jobs import submit
+
+    print("\n".join(submit(cfg, verb, args.overrides, args.dry_run)))
+    return True
+
+
 def cmd_train(args) -> None:
     from lightning_app.train import train
 
-    result = train(load_config(args.overrides))
+    cfg = load_config(args.overrides)
+    if on_sagemaker(cfg, "train", args):
+        return
+    result = train(cfg)
     if result.run_id:
         print(f"run {result.run_id}: best checkpoint {result.best_checkpoint}")
         for name in sorted(result.metrics):
@@ -36,7 +53,35 @@ def cmd_train(args) -> None:
 def cmd_sweep(args) -> None:
     from experiments.sweep import run_sweep
 
-    run_sweep(load_config(args.overrides), args.overrides)
+    cfg = load_config(args.overrides)
+    if on_sagemaker(cfg, "sweep", args):
+        return
+    run_sweep(cfg, args.overrides)
+
+
+def cmd_jobs(args) -> None:
+    import boto3
+    from mlflow import MlflowClient
+    from rich.console import Console
+    from rich.table import Table
+
+    from deploy import job_status
+    from experiments.tracking import resolve_tracking_uri
+
+    chosen = [o for o in args.overrides if o.startswith("backend=")]
+    cfg = load_config([*(() if chosen else ["backend=sagemaker"]), *args.overrides])
+    jobs = job_status.describe_jobs(
+        boto3.client("sagemaker", region_name=cfg.backend.region), cfg.backend.job_prefix, args.limit
+    )
+    runs = job_status.mlflow_runs(
+        MlflowClient(resolve_tracking_uri(cfg.tracking_uri)), cfg.experiment_name, jobs
+    )
+    table = Table("job", "verb", "status", "instances", "spot", "instance-h", "cost so far", "MLflow run")
+    for row in job_status.job_rows(jobs, cfg.backend.prices, runs):
+        cost = "?" if row.cost_usd is None else f"${row.cost_usd:,.2f}"
+        table.add_row(row.name, row.verb, row.status, row.instances, "yes" if row.spot else "no",
+                      f"{row.hours:.2f}", cost, row.mlflow_run or "-")  # fmt: skip
+    Console(width=200).print(table)
 
 
 def cmd_package(args) -> None:
@@ -67,11 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = verbs.add_parser("train", help="fine-tune one model, tracked as one MLflow run")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    train.add_argument("--dry-run", action="store_true", help="backend=sagemaker: print the job definitions")
     train.set_defaults(func=cmd_train)
 
     sweep = verbs.add_parser("sweep", help="Optuna study of train runs, nested under one MLflow parent run")
     sweep.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + " sweep=default sweep.n_trials=40")
+    sweep.add_argument("--dry-run", action="store_true", help="backend=sagemaker: print the job definitions")
     sweep.set_defaults(func=cmd_sweep)
+
+    jobs = verbs.add_parser(
+        "jobs", help="this project's SageMaker training jobs: status, cost so far, MLflow run"
+    )
+    jobs.add_argument(
+        "overrides", nargs="*", help="backend.region=... backend.job_prefix=... tracking_uri=..."
+    )
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.set_defaults(func=cmd_jobs)
 
     package = verbs.add_parser("package", help="build model.tar.gz for SageMaker from a run id or checkpoint")
     package.add_argument("source", help="MLflow run id (its checkpoints/ artifact) or a Lightning .ckpt path")
