@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import traceback
 import warnings
 
@@ -54,6 +55,7 @@ class TrialObjective:
         from lightning_app.train import train
 
         metric = self.cfg.sweep.metric
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = {param.key: param.suggest(trial) for param in self.params}
         trial_cfg = trial_config(self.cfg, values, trial.number)
         pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
@@ -67,7 +69,9 @@ class TrialObjective:
             self._end_run(trial.number, "PRUNED")
             raise
         except Exception as err:
-            self._end_run(trial.number, "FAIL", "".join(traceback.format_exception_only(err)).strip())
+            reason = "".join(traceback.format_exception_only(err)).strip()
+            trial.set_user_attr("fail_reason", reason[:2000])  # Optuna logs the error but keeps no copy
+            self._end_run(trial.number, "FAIL", reason)
             raise
         trial.set_user_attr("mlflow_run_id", result.run_id)
         trial.set_user_attr("epochs", result.epochs)

@@ -68,7 +68,7 @@ def summary_table(study: optuna.Study) -> Table:
         )
         note = "best" if best is not None and trial.number == best.number else ""
         if trial.state == TrialState.FAIL:
-            note = trial.system_attrs.get("fail_reason", "")[-80:]
+            note = trial.user_attrs.get("fail_reason", "")[-80:]
         table.add_row(
             str(trial.number),
             trial.state.name,

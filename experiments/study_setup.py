@@ -73,16 +73,23 @@ def build_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
     """Seeded for reproducibility; each worker adds its index so workers do not sample in lockstep."""
     sweep = cfg.sweep
     seed = (sweep.seed if sweep.seed is not None else cfg.seed) + sweep.worker_index
-    return _build("sampler", SAMPLERS, sweep.sampler, {"seed": seed, **sweep.sampler_args})
+    return _build("sampler", SAMPLERS, sweep.sampler, sweep.sampler_args, {"seed": seed})
 
 
 def build_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
-    return _build("pruner", PRUNERS, sweep.pruner, dict(sweep.pruner_args))
+    return _build("pruner", PRUNERS, sweep.pruner, sweep.pruner_args, {})
 
 
-def _build(kind: str, known: dict, name: str, kwargs: dict):
+def _build(kind: str, known: dict, name: str, args_by_name: DictConfig, defaults: dict):
+    """Arguments are kept per name, so switching ``sweep.pruner`` never passes another pruner's args."""
     if name not in known:
         raise SweepConfigError(f"sweep.{kind}={name!r}; choose one of {', '.join(known)}")
+    unknown = set(args_by_name) - set(known)
+    if unknown:
+        raise SweepConfigError(
+            f"sweep.{kind}_args has {sorted(unknown)}; keys are {kind} names: {', '.join(known)}"
+        )
+    kwargs = {**defaults, **args_by_name.get(name, {})}
     try:
         return known[name](**OmegaConf.to_container(OmegaConf.create(kwargs)))
     except (TypeError, ValueError) as err:
@@ -152,8 +159,10 @@ def open_study(
 def parent_run_id(cfg: DictConfig, study: optuna.Study, created: bool, client: MlflowClient) -> str:
     """The study's MLflow parent run: created by the process that created the study, found by the rest."""
     run_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    deadline = time.monotonic() + (0 if created else 30)
-    while run_id is None and time.monotonic() < deadline:  # its creator is writing it right now
+    # A study made elsewhere that has no trials yet: its creator is writing the id right now (no
+    # worker starts a trial before it has the id). One with trials was made outside dogbreeds.
+    deadline = time.monotonic() + (0 if created or study.trials else 30)
+    while run_id is None and time.monotonic() < deadline:
         time.sleep(1)
         run_id = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(
             PARENT_RUN_ATTR

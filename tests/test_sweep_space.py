@@ -59,8 +59,12 @@ def test_bad_space_fails_before_any_storage_or_training(tmp_path, monkeypatch):
     ("overrides", "expected"),
     [
         (["sweep.sampler=annealing"], r"sweep.sampler='annealing'; choose one of tpe"),
-        (["+sweep.sampler_args={n_startup: 3}"], r"sweep.sampler_args for tpe"),
-        (["sweep.pruner=hyperband", "+sweep.pruner_args={patience: 2}"], r"sweep.pruner_args for hyperband"),
+        (["+sweep.sampler_args.tpe={n_startup: 3}"], r"sweep.sampler_args for tpe"),
+        (["+sweep.sampler_args.TPE={n_startup_trials: 3}"], r"sweep.sampler_args has \['TPE'\]"),
+        (
+            ["sweep.pruner=hyperband", "+sweep.pruner_args.hyperband={patience: 2}"],
+            r"sweep.pruner_args for hyperband",
+        ),
         (["sweep.direction=up"], r"sweep.direction='up'"),
         (["sweep.metric=train_loss"], r"validation metric"),
         (["sweep.n_trials=null"], r"sweep.n_trials or sweep.timeout_s"),

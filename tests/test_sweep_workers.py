@@ -1,0 +1,119 @@
+"""Many workers on one study: a real PostgreSQL + ``mlflow server``, and a worker killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from conf.loader import load_config
+from experiments import study_setup, sweep_tracking
+from experiments.sweep import run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def overrides(sample_root, tmp_path, *extra: str) -> list[str]:
+    return [
+        "sweep=demo", "trainer=demo", "trainer.max_epochs=1", "data.image_size=32", "data.batch_size=16",
+        "data.num_workers=0", f"data.root={sample_root}", f"output_dir={tmp_path / 'outputs'}", *extra,
+    ]  # fmt: skip
+
+
+def dogbreeds(args: list[str], cwd, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dogbreeds", *args], cwd=cwd, **kwargs)
+
+
+def test_two_workers_share_postgres_and_an_mlflow_server(sample_root, tmp_path, postgres_url, mlflow_server):
+    name = f"two-workers-{uuid.uuid4().hex[:8]}"
+    args = overrides(
+        sample_root, tmp_path, f"sweep.storage={postgres_url}", f"sweep.study_name={name}",
+        f"tracking_uri={mlflow_server}", f"experiment_name={name}", "sweep.n_trials=3", "sweep.workers=2",
+    )  # fmt: skip
+    proc = dogbreeds(["sweep", *args], tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output
+
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers)) and len(study.get_trials(states=(TrialState.COMPLETE,))) >= 3
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both workers took trials
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{sweep_tracking.ROLE_TAG}` = 'trial'")
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert parents == {study.user_attrs[study_setup.PARENT_RUN_ATTR]}
+    assert sorted(int(r.data.tags[sweep_tracking.TRIAL_NUMBER_TAG]) for r in runs) == sorted(numbers)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert "postgres" in client.get_run(parents.pop()).data.params["storage"]
+    for i in range(2):
+        assert (
+            "finished with value"
+            in (tmp_path / "outputs" / "sweep-logs" / name / f"worker-{i}.log").read_text()
+        )
+
+
+def test_killed_worker_trial_fails_after_grace_period_and_is_retried(sample_root, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    shared = [
+        f"sweep.storage={storage}", "sweep.study_name=killed", f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "sweep.heartbeat_interval_s=1", "sweep.grace_period_s=2", "sweep.n_trials=2",
+    ]  # fmt: skip
+    optuna.storages.RDBStorage(storage)  # create the tables now, so polling never races the worker doing it
+    # The doomed worker trains long enough to be killed mid-trial.
+    doomed = dogbreeds(
+        ["sweep", *overrides(sample_root, tmp_path, *shared, "trainer.max_epochs=50")],
+        tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not _running_trial_has_a_run(storage, tmp_path):
+            assert doomed.poll() is None and time.monotonic() < deadline, "worker never started a trial"
+            time.sleep(0.5)
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    time.sleep(3)  # past the grace period: its heartbeat is stale
+
+    cfg = load_config(overrides(sample_root, tmp_path, *shared))
+    result = run_sweep(cfg)
+
+    study = optuna.load_study(study_name="killed", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    retry = study.trials[1]
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+    assert retry.params == study.trials[0].params
+    assert result.states == {"FAIL": 1, "COMPLETE": 2}
+
+    client = MlflowClient(cfg.tracking_uri)
+    experiment_id = client.get_run(result.parent_run_id).info.experiment_id
+    dead = sweep_tracking.find_trial_run(client, experiment_id, "killed", 0)
+    assert dead.info.status == "FAILED"
+    assert dead.data.tags[sweep_tracking.TRIAL_STATE_TAG] == "FAIL"
+    assert "heartbeats" in dead.data.tags[sweep_tracking.FAIL_REASON_TAG]
+
+
+def _running_trial_has_a_run(storage: str, tmp_path) -> bool:
+    """True once the worker's first trial is RUNNING in Optuna and its MLflow run exists."""
+    try:
+        study = optuna.load_study(study_name="killed", storage=storage)
+    except KeyError:  # not created yet
+        return False
+    if not study.get_trials(states=(TrialState.RUNNING,)):
+        return False
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dogbreeds")
+    return bool(experiment and sweep_tracking.find_trial_run(client, experiment.experiment_id, "killed", 0))
