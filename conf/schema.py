@@ -158,9 +158,9 @@ class SweepConfig:
     n_trials: int | None = 20
     timeout_s: float | None = None  # stop starting trials after this many seconds (per worker)
     sampler: str = "tpe"  # tpe | random | cmaes | qmc | gp | nsgaii
-    sampler_args: dict[str, Any] = field(default_factory=dict)
+    sampler_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # {sampler name: kwargs}
     pruner: str = "median"  # median | percentile | successive_halving | hyperband | threshold | none
-    pruner_args: dict[str, Any] = field(default_factory=dict)
+    pruner_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # {pruner name: kwargs}
     seed: int | None = None  # sampler seed; null: the root seed (each local worker adds its index)
     # null: "<experiment_name>-<hash of the searched config>", so re-running the same command resumes.
     study_name: str | None = None
