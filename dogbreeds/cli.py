@@ -38,11 +38,11 @@ def on_sagemaker(cfg, verb: str, args) -> bool:
 
 
 def cmd_train(args) -> None:
-    from lightning_app.train import train
-
-    cfg = load_config(args.overrides)
+    cfg = load_config(args.overrides)  # before importing torch: a typo is reported in a fraction of a second
     if on_sagemaker(cfg, "train", args):
         return
+    from lightning_app.train import train
+
     result = train(cfg)
     if result.run_id:
         print(f"run {result.run_id}: best checkpoint {result.best_checkpoint}")
@@ -140,15 +140,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("source", help="model.tar.gz, an unpacked package folder, or an MLflow run id")
     serve.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. serve.port=8081")
     serve.set_defaults(func=cmd_serve)
+
+    promote = verbs.add_parser("promote", help="gate the best run, register it @champion, deploy it")
+    promote.add_argument("--dry-run", action="store_true", help="print every AWS call, change nothing")
+    promote.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker deploy.bucket=b"
+    )
+    promote.set_defaults(func=cmd_promote)
+
+    teardown = verbs.add_parser("teardown", help="delete what promote deployed (found by tags)")
+    teardown.add_argument("--dry-run", action="store_true", help="print every AWS call, change nothing")
+    teardown.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker deploy.delete_s3=true"
+    )
+    teardown.set_defaults(func=cmd_teardown)
+
+    invoke = verbs.add_parser(
+        "invoke", help="send an image through the Lambda handler, print the top-k breeds"
+    )
+    invoke.add_argument("image", help="image file or https:// URL")
+    invoke.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker")
+    invoke.set_defaults(func=cmd_invoke)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def log_to_stderr() -> None:
+    """Our packages' INFO logs to the current stderr. Replaces the handler of an earlier call rather than
+    adding one more, so calling ``main`` repeatedly in one process (tests, notebooks) neither duplicates
+    lines nor writes to a stderr that has since been closed."""
     handler = logging.StreamHandler()
+    handler.set_name("dogbreeds-cli")
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     for package in ("dogbreeds", "lightning_app", "experiments", "deploy"):
-        logging.getLogger(package).addHandler(handler)
-        logging.getLogger(package).setLevel(logging.INFO)
+        logger = logging.getLogger(package)
+        for previous in [h for h in logger.handlers if h.get_name() == "dogbreeds-cli"]:
+            logger.removeHandler(previous)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    log_to_stderr()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
