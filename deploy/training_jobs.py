@@ -107,13 +107,15 @@ def image_uri(backend: DictConfig) -> str:
     """``backend.image_uri``, else the AWS PyTorch training image for version, region and instance type."""
     if backend.image_uri:
         return backend.image_uri
+    import boto3
     from sagemaker.core import image_uris
 
-    if not backend.region:
-        raise JobConfigError("backend.region is not set (e.g. backend.region=us-east-1)")
+    region = backend.region or boto3.session.Session().region_name
+    if not region:
+        raise JobConfigError("no AWS region: set backend.region=us-east-1 (or AWS_DEFAULT_REGION)")
     return image_uris.retrieve(
         framework="pytorch",
-        region=backend.region,
+        region=region,
         version=backend.framework_version,
         py_version=backend.py_version,
         instance_type=backend.instance_type,
