@@ -1,0 +1,275 @@
+"""Local endpoint throughput and latency: our server vs a naive one-request-at-a-time server vs the
+model's own ceiling (bare batched forward), same machine, model and image, in one run.
+
+    .venv/bin/python benchmarks/serving.py [--arch resnet18 --image-size 224 --requests 96]
+
+The model is an untrained network of the real shape (133 classes): speed does not depend on the weights.
+Both servers run as separate processes with the same torch thread count; the load generator uses
+keep-alive HTTP connections from threads in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+
+
+def make_package(arch: str, image_size: int, folder: Path) -> Path:
+    import torch
+
+    from deploy.package import build_package, unpack
+    from deploy.serving.inference import build_network
+
+    classes = [f"breed_{i:03d}" for i in range(133)]
+    network = build_network(arch, len(classes))
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in network.state_dict().items()},
+        "dogbreeds": {
+            "arch": arch,
+            "class_names": classes,
+            "head": "fc",
+            "preprocessing": {"image_size": image_size, "resize": round(image_size * 1.143),
+                              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        },
+    }  # fmt: skip
+    torch.save(checkpoint, folder / "bench.ckpt")
+    return unpack(build_package(folder / "bench.ckpt", folder / "model.tar.gz"), folder / "model")
+
+
+def make_image() -> bytes:
+    """A 500x375 photo-like JPEG, the typical dogImages size."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 255, 500, dtype=np.float32)[None, :, None].repeat(375, 0).repeat(3, 2)
+    pixels = np.clip(gradient + rng.normal(0, 25, gradient.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def naive_server(package_dir: str, port: int, threads: int) -> None:
+    """Baseline: the package's own four functions behind a single-threaded http.server, one request at a time."""
+    import torch
+
+    torch.set_num_threads(threads)
+    sys.path.insert(0, str(Path(package_dir) / "code"))
+    import inference
+
+    model = inference.model_fn(package_dir)
+
+    class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one request per connection, so clients queue fairly
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._send(200, b"{}")
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            data = inference.input_fn(body, self.headers["Content-Type"])
+            answer, _ = inference.output_fn(inference.predict_fn(data, model), "application/json")
+            self._send(200, answer.encode())
+
+    class Server(HTTPServer):
+        request_queue_size = 128
+
+    Server(("127.0.0.1", port), Handler).serve_forever()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load(port: int, image: bytes, concurrency: int, requests: int) -> dict:
+    """``requests`` POSTs from ``concurrency`` keep-alive connections; throughput and latency percentiles."""
+    latencies, errors = [], 0
+    lock = threading.Lock()
+    per_worker = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
+
+    def worker(count: int) -> None:
+        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for _ in range(count):
+            start = time.perf_counter()
+            conn.request("POST", "/invocations", image, {"Content-Type": "image/jpeg"})
+            response = conn.getresponse()
+            body = response.read()
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                errors += response.status != 200 or b"predictions" not in body
+        conn.close()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, per_worker))
+    wall = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "images_per_s": round(requests / wall, 2),
+        "p50_ms": round(1000 * statistics.median(latencies), 2),
+        "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 2),
+        "errors": errors,
+    }
+
+
+def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: int) -> dict:
+    """Bare forward passes (preprocessed tensors, no HTTP, no decode): the model's own limit."""
+    import torch
+
+    from deploy.server import load_serving_module
+
+    torch.set_num_threads(threads)
+    serving = load_serving_module(package_dir)
+    model = serving.load_model(package_dir, serving.Settings(), "auto")
+    tensor = serving.decode_image(image, model)
+
+    def timed(n: int) -> float:
+        images = tensor.unsqueeze(0).repeat(n, 1, 1, 1).to(model.device)
+        with torch.inference_mode():
+            model.network(images)  # warm-up
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model.network(images)
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    single, batched = timed(1), timed(batch)
+    return {
+        "forward_batch1_ms": round(1000 * single, 2),
+        f"forward_batch{batch}_ms": round(1000 * batched, 2),
+        "images_per_s": round(batch / batched, 2),
+        "device": str(model.device),
+    }
+
+
+def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
+    from deploy.endpoint import wait_until_ready
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    wait_until_ready(f"http://127.0.0.1:{port}", 180, alive=lambda: proc.poll() is None)
+    return proc
+
+
+def run_server(name: str, command: list[str], port: int, image: bytes, args, folder: Path) -> dict:
+    proc = start(command, port, folder / f"{name}.log")
+    try:
+        load(port, image, 4, 8)  # warm-up
+        results = {
+            "c1": load(port, image, 1, args.requests // 3),
+            "c16": load(port, image, 16, args.requests),
+        }
+        results["peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
+        return results
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--requests", type=int, default=96, help="requests at concurrency 16")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--naive-server", nargs=3, metavar=("PACKAGE", "PORT", "THREADS"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.naive_server:
+        naive_server(args.naive_server[0], int(args.naive_server[1]), int(args.naive_server[2]))
+        return
+
+    threads = os.cpu_count() or 1
+    image = make_image()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        folder = Path(tmp)
+        package_dir = make_package(args.arch, args.image_size, folder)
+        bound = ceiling(package_dir, image, threads, args.max_batch_size, repeats=5)
+        print(f"ceiling (bare forward): {bound}")
+        port = free_port()
+        ours = run_server(
+            "ours",
+            [sys.executable, "-m", "dogbreeds.cli", "serve", str(package_dir), f"serve.port={port}",
+             f"serve.max_batch_size={args.max_batch_size}"],
+            port, image, args, folder,
+        )  # fmt: skip
+        print(f"ours: {ours}")
+        port = free_port()
+        naive = run_server(
+            "naive",
+            [sys.executable, __file__, "--naive-server", str(package_dir), str(port), str(threads)],
+            port, image, args, folder,
+        )  # fmt: skip
+        print(f"naive: {naive}")
+
+    summary = {
+        "ours_c16_vs_ceiling": round(ours["c16"]["images_per_s"] / bound["images_per_s"], 3),
+        "ours_c16_vs_naive_c16": round(ours["c16"]["images_per_s"] / naive["c16"]["images_per_s"], 3),
+        "ours_c1_p50_minus_forward_ms": round(ours["c1"]["p50_ms"] - bound["forward_batch1_ms"], 2),
+        "errors": ours["c1"]["errors"] + ours["c16"]["errors"],
+    }
+    print(json.dumps(summary, indent=2))
+    machine = f"{os.cpu_count()}-core CPU" + (
+        f", {bound['device']}" if bound["device"] != "cpu" else ", no GPU"
+    )
+    record = {
+        "machine": machine,
+        "platform": platform.platform(),
+        "arch": args.arch,
+        "image_size": args.image_size,
+        "ceiling": bound,
+        "ours": ours,
+        "naive": naive,
+        "summary": summary,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
