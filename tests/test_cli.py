@@ -1,0 +1,134 @@
+"""``dogbreeds sample-data`` and ``dogbreeds train``: every bad input is one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+
+import pytest
+from conftest import BIN, free_port
+
+# Lightning binds its log handler to stderr when first imported: import it now, not inside a test whose
+# captured stderr is closed afterwards (later tests would print "--- Logging error ---").
+import lightning_app.train  # noqa: F401
+from dogbreeds.cli import main
+
+
+def _train(capsys, *overrides) -> tuple[int, str]:
+    code = main(["train", *overrides])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "model.lrr=0.1",
+            "Could not override 'model.lrr': Key 'lrr' not in 'ModelConfig'; did you mean 'lr'?",
+        ),
+        ("model.finetune.stagez=2", "Key 'stagez' not in 'FinetuneConfig'; did you mean 'stages'?"),
+        ("trainer.max_epoch=3", "Key 'max_epoch' not in 'TrainerConfig'; did you mean 'max_epochs'?"),
+        (
+            "data.batch_size=big",
+            "data.batch_size=big: Value 'big' of type 'str' could not be converted to Integer",
+        ),
+        ("model=resnet5", "Could not find 'model/resnet5'"),
+    ],
+)
+def test_config_mistakes_name_the_key(capsys, override, expected):
+    code, err = _train(capsys, override)
+    assert code == 2
+    assert err.startswith("dogbreeds train: error: ")
+    assert expected in err
+    assert "+model" not in err  # Hydra's "use +key to append" hint would be silently ignored
+
+
+@pytest.fixture
+def train_args(sample_root, tmp_path):
+    db = tmp_path / "mlflow.db"
+    return db, [
+        "trainer=demo",
+        "data.image_size=32",
+        "data.num_workers=0",
+        f"data.root={sample_root}",
+        f"tracking_uri=sqlite:///{db}",
+        f"output_dir={tmp_path / 'outputs'}",
+    ]
+
+
+def _mlflow_runs(db) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select count(*) from runs").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.arch=resnet19", "model.arch='resnet19' is not a torchvision classification model"),
+        ("model.weights=IMAGENET1K_V9", "model.weights='IMAGENET1K_V9' is not one of resnet18's weights"),
+        ("model.weights=/nonexistent/resnet18.pth", "model.weights=/nonexistent/resnet18.pth is not a file"),
+        ("model.finetune.policy=top", "model.finetune.policy='top'; choose one of"),
+        ("model.optimizer=lamb", "model.optimizer='lamb'; choose one of"),
+    ],
+)
+def test_bad_model_settings_fail_before_any_run_is_created(capsys, train_args, override, expected):
+    db, args = train_args
+    code, err = _train(capsys, *args, override)
+    assert code == 2, err
+    assert expected in err
+    assert "Traceback" not in err
+    assert _mlflow_runs(db) == 0  # nothing to clean up in MLflow after a typo
+
+
+def test_offline_weights_are_one_actionable_line(capsys, train_args, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    _, args = train_args
+    code, err = _train(capsys, *args, "model.weights=IMAGENET1K_V1")
+    assert code == 2
+    assert "could not fetch ResNet18_Weights.IMAGENET1K_V1" in err
+    assert "set model.weights=/path/to/that/file.pth" in err
+
+
+def test_bad_dataset_layouts(capsys, train_args, sample_root, tmp_path):
+    _, args = train_args
+    broken = tmp_path / "broken"
+    shutil.copytree(sample_root, broken)
+    shutil.rmtree(broken / "valid")
+    code, err = _train(capsys, *args, f"data.root={broken}")
+    assert code == 2 and f"missing split folder {broken / 'valid'}" in err
+
+    code, err = _train(capsys, *args, f"data.root={tmp_path / 'nowhere'}")
+    assert code == 2 and "does not exist" in err
+
+
+def test_console_scripts_in_a_subprocess(tmp_path):
+    out = tmp_path / "sample"
+    done = subprocess.run(
+        [str(BIN / "dogbreeds"), "sample-data", str(out), "--classes", "2", "--per-class", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"wrote 12 images to {out}" in done.stdout
+    assert len(list(out.rglob("*.jpg"))) == 12
+
+    typo = subprocess.run(
+        [str(BIN / "dogbreeds"), "train", f"data.root={out}", "model.lrr=0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert typo.returncode == 2
+    assert (
+        typo.stderr.strip()
+        .splitlines()[-1]
+        .startswith("dogbreeds train: error: Could not override 'model.lrr'")
+    )
+    assert not (tmp_path / "mlflow.db").exists()
