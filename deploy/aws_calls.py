@@ -60,8 +60,8 @@ class _DryRunClient:
         if name.startswith(READ_PREFIXES) or not callable(attribute):
             return attribute
 
-        def skipped(**kwargs):
-            self._record(self._service, name, kwargs)
+        def skipped(*args, **kwargs):
+            self._record(self._service, name, {"args": list(args), **kwargs} if args else kwargs)
             return DRY_RUN_RESPONSE
 
         return skipped

@@ -99,6 +99,46 @@ def cmd_serve(args) -> None:
     serve(args.source, cfg.serve, cfg.tracking_uri)
 
 
+def cmd_promote(args) -> None:
+    from deploy.promote import promote, summary
+
+    print(summary(promote(load_config(args.overrides), dry_run=args.dry_run)))
+
+
+def cmd_teardown(args) -> None:
+    cfg = load_config(args.overrides)
+    if cfg.deploy.target == "local":
+        from deploy.local_target import stop
+
+        state = stop(cfg.output_dir)
+        print(f"stopped local endpoint pid {state['pid']} ({state['url']})" if state else "no local endpoint")
+        return
+    from deploy.aws_calls import AwsCalls
+    from deploy.aws_deploy import teardown
+
+    deleted = teardown(AwsCalls(region=cfg.deploy.region, dry_run=args.dry_run), cfg.deploy)
+    print(f"{len(deleted)} resource(s) {'would be ' if args.dry_run else ''}deleted")
+
+
+def cmd_invoke(args) -> None:
+    from deploy import invoke
+
+    cfg = load_config(args.overrides)
+    event = invoke.event_for(args.image)
+    if cfg.deploy.target == "local":
+        from deploy.local_target import read_state
+
+        state = read_state(cfg.output_dir)
+        if state is None:
+            raise ValueError(
+                f"no local endpoint recorded under {cfg.output_dir}: run dogbreeds promote first"
+            )
+        response = invoke.invoke_local(event, state["url"], state["endpoint_name"])
+    else:
+        response = invoke.invoke_lambda(event, cfg.deploy)
+    print(invoke.format_predictions(invoke.parse_response(response)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreeds", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)

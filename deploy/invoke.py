@@ -1,0 +1,61 @@
+"""``dogbreeds invoke IMAGE``: send one image through the Lambda and return its top-k breeds.
+
+Locally the handler from ``lambda/`` runs in this process against the local endpoint (exactly the code
+AWS runs, with an unsigned client pointed at localhost); on AWS the deployed function's alias is
+invoked. Both return the handler's proxy-shaped response, parsed here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+
+def event_for(image: str) -> dict:
+    """The original project's direct event: ``{"url": ...}`` for URLs, else the file as base64."""
+    if image.startswith(("https://", "http://")):
+        return {"url": image}
+    path = Path(image).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{image} is neither an image file nor an https:// URL")
+    return {"image": base64.b64encode(path.read_bytes()).decode()}
+
+
+def invoke_local(event: dict, endpoint_url: str, endpoint_name: str) -> dict:
+    from deploy.lambda_local import load_handler, local_runtime_client
+
+    handler = load_handler()
+    os.environ["ENDPOINT_NAME"] = endpoint_name
+    handler.settings.cache_clear()
+    return handler.handler(event, None, client=local_runtime_client(endpoint_url))
+
+
+def invoke_lambda(event: dict, deploy) -> dict:
+    import boto3
+
+    from deploy.aws_lambda import function_name
+
+    lam = boto3.client("lambda", region_name=deploy.region)
+    answer = lam.invoke(
+        FunctionName=function_name(deploy),
+        Qualifier=deploy.function.alias,
+        Payload=json.dumps(event).encode(),
+    )
+    payload = json.loads(answer["Payload"].read())
+    if "FunctionError" in answer:
+        raise RuntimeError(f"the Lambda failed: {payload.get('errorMessage', payload)}")
+    return payload
+
+
+def parse_response(response: dict) -> dict:
+    """The handler's JSON body; a non-200 becomes an error carrying the handler's own message."""
+    body = json.loads(response["body"])
+    if response["statusCode"] != 200:
+        raise ValueError(f"HTTP {response['statusCode']}: {body.get('error', body)}")
+    return body
+
+
+def format_predictions(body: dict) -> str:
+    return "\n".join(f"{p['probability']:7.2%}  {p['label']}" for p in body["predictions"])

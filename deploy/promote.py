@@ -1,0 +1,84 @@
+"""``dogbreeds promote``: best run -> promotion gate -> registry alias -> local or SageMaker deployment.
+
+The gate runs before the registry is touched: a package that does not reproduce its run must not
+become ``champion``, even for a moment. Everything here is orchestration over the task modules
+(registry, package, gate, local_target, aws_deploy), so each step is testable on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from deploy import gate, local_target, registry
+from deploy.package import build_package
+from experiments.tracking import resolve_tracking_uri
+
+
+@dataclass
+class PromoteResult:
+    run_id: str
+    reason: str
+    gate: gate.GateResult
+    registration: registry.Registration | None
+    tarball: Path
+    deployment: dict = field(default_factory=dict)
+
+
+def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult:
+    deploy = cfg.deploy
+    if deploy.target not in ("local", "sagemaker"):
+        raise ValueError(f"deploy.target must be local or sagemaker, not {deploy.target!r}")
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri))
+    choice = registry.select_run(client, cfg.experiment_name, deploy.metric, deploy.direction, deploy.run_id)
+    echo(f"promoting {choice.reason}")
+
+    tarball = Path(cfg.output_dir) / "promote" / choice.run_id / "model.tar.gz"
+    build_package(choice.run_id, tarball, client.tracking_uri, model_version=choice.run_id)
+    recorded = registry.best_recorded(client, choice.run_id, "val_acc")
+    result = gate.check(tarball, cfg.data, recorded, deploy.gate_tolerance)
+    echo(
+        f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "
+        f"on {result.images} validation images (tolerance {result.tolerance})"
+    )
+
+    registration = None
+    if dry_run:
+        echo(f"[dry-run] would register run {choice.run_id} as {deploy.registered_model}@{registry.CHAMPION}")
+    else:
+        registration = registry.register_champion(client, deploy.registered_model, choice.run_id)
+        echo(
+            f"registered {registration.name} version {registration.version} as @{registry.CHAMPION}"
+            + (
+                f" (@{registry.PREVIOUS} = version {registration.previous_version})"
+                if registration.previous_version
+                else ""
+            )
+        )
+    promoted = PromoteResult(choice.run_id, choice.reason, result, registration, tarball)
+    if deploy.target == "local":
+        if dry_run:
+            echo(f"[dry-run] would start the local endpoint on port {deploy.local_port} serving {tarball}")
+        else:
+            promoted.deployment = local_target.start(tarball, deploy, cfg.output_dir, choice.run_id)
+            promoted.deployment["invoke"] = "dogbreeds invoke IMAGE_PATH_OR_URL"
+    else:
+        from deploy.aws_calls import AwsCalls
+        from deploy.aws_deploy import deploy_to_sagemaker
+
+        calls = AwsCalls(region=deploy.region, dry_run=dry_run, echo=echo)
+        promoted.deployment = deploy_to_sagemaker(calls, deploy, choice.run_id, tarball, echo=echo)
+    return promoted
+
+
+def summary(result: PromoteResult) -> str:
+    lines = ["", "=== promoted ===", f"run:        {result.run_id}"]
+    if result.registration:
+        lines.append(f"registry:   {result.registration.name} v{result.registration.version} @champion")
+    lines.append(f"gate:       val_acc {result.gate.reproduced:.4f} (recorded {result.gate.recorded:.4f})")
+    lines.append(f"package:    {result.tarball}")
+    lines += [f"{key + ':':<11} {value}" for key, value in result.deployment.items()]
+    return "\n".join(lines)

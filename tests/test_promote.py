@@ -1,0 +1,140 @@
+"""promote end to end: a real trained run -> gate -> registry -> local endpoint -> invoke through the handler."""
+
+from __future__ import annotations
+
+import boto3
+import mlflow
+import pytest
+import torch
+from conftest import free_port
+from mlflow import MlflowClient
+from PIL import Image
+
+from deploy import gate, local_target, registry
+from deploy.gate import PromotionRefused
+from deploy.invoke import event_for, invoke_local, parse_response
+from deploy.promote import promote
+from experiments.tracking import log_pytorch_model
+from lightning_app.datamodule import DogBreedsDataModule
+from lightning_app.images import eval_transform
+from lightning_app.module import BreedClassifier
+from lightning_app.train import train
+
+
+def correctly_classified_image(cfg, checkpoint: str):
+    """A validation image the trained checkpoint (not the serving path under test) gets right."""
+    model = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    data = cfg.data
+    transform = eval_transform(data.image_size, data.resize_ratio, data.mean, data.std)
+    datamodule = DogBreedsDataModule(data)
+    datamodule.setup("validate")
+    for path, label in datamodule.splits["valid"].samples:
+        with Image.open(path) as image, torch.inference_mode():
+            logits = model.model(transform(image.convert("RGB")).unsqueeze(0))
+        if int(logits.argmax()) == label:
+            return path, datamodule.class_names[label]
+    pytest.skip("the tiny model got no validation image right")
+
+
+@pytest.mark.slow
+def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, moto_endpoint):
+    port = free_port()
+    cfg = make_cfg("trainer.max_epochs=2", f"deploy.local_port={port}", "deploy.endpoint_name=dogs-e2e")
+    result = train(cfg)
+    client = MlflowClient(cfg.tracking_uri)
+
+    refused = cfg.copy()
+    refused.deploy.gate_tolerance = -1.0  # no package can pass: the refusal path, with both numbers
+    with pytest.raises(PromotionRefused, match=r"reproduces val_acc=\d\.\d{4} .* recorded \d\.\d{4}"):
+        promote(refused, echo=lambda _: None)
+    assert client.search_registered_models() == []  # refused before the registry was touched
+
+    promoted = promote(cfg, echo=lambda _: None)
+    try:
+        assert promoted.run_id == result.run_id
+        assert promoted.gate.passed and promoted.gate.images > 0
+        champion = client.get_model_version_by_alias("dogbreeds", "champion")
+        assert (champion.run_id, str(champion.version)) == (result.run_id, promoted.registration.version)
+
+        path, breed = correctly_classified_image(cfg, result.best_checkpoint)
+        state = local_target.read_state(cfg.output_dir)
+        body = parse_response(invoke_local(event_for(str(path)), state["url"], state["endpoint_name"]))
+        assert body["predictions"][0]["label"] == breed
+
+        # the handler's error path against the real endpoint: the model rejects a non-image, the server lives on
+        bad = invoke_local({"image": "bm90IGFuIGltYWdl"}, state["url"], state["endpoint_name"])
+        assert bad["statusCode"] == 400 and "the model rejected the image" in bad["body"]
+        again = parse_response(invoke_local(event_for(str(path)), state["url"], state["endpoint_name"]))
+        assert again["predictions"][0]["label"] == breed
+    finally:
+        stopped = local_target.stop(cfg.output_dir)
+    assert stopped["run_id"] == result.run_id and local_target.read_state(cfg.output_dir) is None
+
+    # the same run to SageMaker (moto): the real package goes to S3, dry run first changes nothing
+    aws = cfg.copy()
+    aws.deploy.target, aws.deploy.bucket = "sagemaker", "dogbreeds-e2e"
+    aws.deploy.function.provisioned_concurrency = 0  # not in moto (Stubber-tested in test_aws_deploy)
+    printed: list[str] = []
+    promote(aws, dry_run=True, echo=printed.append)
+    assert any("sagemaker.create_endpoint(" in line for line in printed)
+    assert boto3.client("sagemaker").list_endpoints()["Endpoints"] == []
+    deployed = promote(aws, echo=lambda _: None).deployment
+    assert (
+        boto3.client("sagemaker").describe_endpoint(EndpointName="dogs-e2e")["EndpointStatus"] == "InService"
+    )
+    s3_object = boto3.client("s3").get_object(
+        Bucket="dogbreeds-e2e", Key=deployed["model_data"].split("/", 3)[3]
+    )
+    assert s3_object["Body"].read() == promoted.tarball.read_bytes()
+
+
+def test_registry_moves_champion_and_keeps_previous(tmp_path):
+    """Two runs with a logged model each; registering the second moves @champion and sets @previous."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("registry")
+    run_ids = []
+    for _ in range(2):
+        run_id = client.create_run(experiment).info.run_id
+        log_pytorch_model(client, run_id, torch.nn.Linear(2, 2), torch.zeros(2, 2), {})
+        client.set_terminated(run_id)
+        run_ids.append(run_id)
+    first = registry.register_champion(client, "dogs", run_ids[0])
+    assert (first.version, first.previous_version) == ("1", None)
+    second = registry.register_champion(client, "dogs", run_ids[1])
+    assert (second.version, second.previous_version) == ("2", "1")
+    again = registry.register_champion(client, "dogs", run_ids[1])  # idempotent: no version 3
+    assert (again.version, again.previous_version) == ("2", "1")
+    assert len(client.search_model_versions("name = 'dogs'")) == 2
+    assert client.get_model_version_by_alias("dogs", "previous").run_id == run_ids[0]
+
+
+def test_run_selection_explains_itself_and_refuses_bad_requests(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("pick")
+    for value in (0.3, 0.9, 0.6):
+        with mlflow.start_run():
+            mlflow.log_metric("val_acc", value)
+    client = MlflowClient(uri)
+    best = registry.select_run(client, "pick", "val_acc", "maximize")
+    assert best.value == 0.9 and "highest of 3 finished runs" in best.reason
+    assert registry.select_run(client, "pick", "val_acc", "minimize").value == 0.3
+    with pytest.raises(registry.RunSelectionError, match="no MLflow experiment named 'nope'"):
+        registry.select_run(client, "nope", "val_acc", "maximize")
+    with pytest.raises(registry.RunSelectionError, match="logged 'val_f1'"):
+        registry.select_run(client, "pick", "val_f1", "maximize")
+    with pytest.raises(registry.RunSelectionError, match="maximize or minimize"):
+        registry.select_run(client, "pick", "val_acc", "up")
+    with pytest.raises(registry.RunSelectionError, match="not found"):
+        registry.select_run(client, "pick", "val_acc", "maximize", run_id="0" * 32)
+
+
+def test_gate_refuses_when_no_validation_image_is_readable(make_cfg, tmp_path):
+    root = tmp_path / "data"
+    for split in ("train", "valid"):
+        (root / split / "001.Akita").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "train" / "001.Akita" / "a.jpg")
+    (root / "valid" / "001.Akita" / "cut.jpg").write_bytes(b"\xff\xd8 not a whole jpeg")
+    cfg = make_cfg(f"data.root={root}")
+    with pytest.raises(PromotionRefused, match="no validation images"):
+        gate.check(tmp_path / "unused.tar.gz", cfg.data, 0.5, 0.02)
