@@ -8,6 +8,7 @@ so it works from any machine.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -28,7 +29,9 @@ def sagemaker_role_name(deploy) -> str:
     return f"{deploy.endpoint_name}-sagemaker-role"[:64]
 
 
-def deploy_to_sagemaker(calls: AwsCalls, deploy, run_id: str, tarball: Path, echo=print) -> dict:
+def deploy_to_sagemaker(
+    calls: AwsCalls, deploy, run_id: str, tarball: Path, environment: dict | None = None, echo=print
+) -> dict:
     """Idempotent: re-running with the same run and config changes nothing; another run updates in place."""
     if not deploy.bucket:
         raise ValueError("deploy.bucket is required for deploy=sagemaker (where model.tar.gz is uploaded)")
@@ -48,7 +51,10 @@ def deploy_to_sagemaker(calls: AwsCalls, deploy, run_id: str, tarball: Path, ech
         ),
         tags,
     )
-    model_name = aws_sagemaker.resource_name(deploy.endpoint_name, run_id, image_uri, model_data_url)
+    environment = dict(environment or {})
+    model_name = aws_sagemaker.resource_name(
+        deploy.endpoint_name, run_id, image_uri, model_data_url, json.dumps(environment, sort_keys=True)
+    )
     plan = aws_sagemaker.EndpointPlan(
         endpoint_name=deploy.endpoint_name,
         model_name=model_name,
@@ -61,6 +67,8 @@ def deploy_to_sagemaker(calls: AwsCalls, deploy, run_id: str, tarball: Path, ech
         image_uri=image_uri,
         model_data_url=model_data_url,
         role_arn=role_arn,
+        region=deploy.region,
+        environment=environment,
     )
     sagemaker = calls.client("sagemaker")
     aws_sagemaker.ensure_model(sagemaker, plan, tags)

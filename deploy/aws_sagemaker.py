@@ -31,6 +31,9 @@ class EndpointPlan:
     image_uri: str
     model_data_url: str
     role_arn: str
+    region: str
+    # The serving code's limits as DOGBREEDS_* variables (the package's Settings.to_env()).
+    environment: dict
 
 
 def inference_image_uri(deploy) -> str:
@@ -99,7 +102,8 @@ def ensure_model(sagemaker, plan: EndpointPlan, tags: dict[str, str]) -> bool:
             "ModelDataUrl": plan.model_data_url,
             "Environment": {
                 "SAGEMAKER_PROGRAM": "inference.py",
-                "SAGEMAKER_REGION": plan.image_uri.split(".")[3],
+                "SAGEMAKER_REGION": plan.region,
+                **plan.environment,
             },
         },
         Tags=as_tags(tags),

@@ -7,6 +7,7 @@ become ``champion``, even for a moment. Everything here is orchestration over th
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from deploy import gate, local_target, registry
-from deploy.package import build_package
+from deploy.package import build_package, unpack
 from experiments.tracking import resolve_tracking_uri
 
 
@@ -26,6 +27,15 @@ class PromoteResult:
     registration: registry.Registration | None
     tarball: Path
     deployment: dict = field(default_factory=dict)
+
+
+def serving_environment(tarball: Path, serve_cfg) -> dict[str, str]:
+    """The ``serve`` limits as the package's own DOGBREEDS_* variables, for the SageMaker model."""
+    from deploy.server import load_serving_module, serving_settings
+
+    with tempfile.TemporaryDirectory(prefix="dogbreeds-env-") as tmp:
+        serving = load_serving_module(unpack(tarball, Path(tmp)))
+        return serving_settings(serving, serve_cfg).to_env()
 
 
 def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult:
@@ -70,7 +80,10 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
         from deploy.aws_deploy import deploy_to_sagemaker
 
         calls = AwsCalls(region=deploy.region, dry_run=dry_run, echo=echo)
-        promoted.deployment = deploy_to_sagemaker(calls, deploy, choice.run_id, tarball, echo=echo)
+        environment = serving_environment(tarball, cfg.serve)
+        promoted.deployment = deploy_to_sagemaker(
+            calls, deploy, choice.run_id, tarball, environment, echo=echo
+        )
     return promoted
 
 

@@ -70,7 +70,8 @@ def test_policies_pass_parliament_with_no_findings():
 def test_promote_to_moto_creates_exactly_the_configured_state(moto_endpoint, tarball):
     deploy = deploy_cfg()
     calls = AwsCalls(region="us-east-1")
-    summary = deploy_to_sagemaker(calls, deploy, RUN_ID, tarball, echo=lambda _: None)
+    environment = {"DOGBREEDS_TOP_K": "5"}
+    summary = deploy_to_sagemaker(calls, deploy, RUN_ID, tarball, environment, echo=lambda _: None)
     account = calls.account_id()
 
     sagemaker = boto3.client("sagemaker", region_name="us-east-1")
@@ -87,6 +88,11 @@ def test_promote_to_moto_creates_exactly_the_configured_state(moto_endpoint, tar
     )
     model = sagemaker.describe_model(ModelName=summary["model"])
     assert model["PrimaryContainer"]["Image"] == IMAGE
+    assert model["PrimaryContainer"]["Environment"] == {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_REGION": "us-east-1",
+        **environment,
+    }
     assert (
         model["PrimaryContainer"]["ModelDataUrl"]
         == f"s3://dogbreeds-models/dogbreeds/models/{RUN_ID}/model.tar.gz"
@@ -139,7 +145,9 @@ def test_promote_to_moto_creates_exactly_the_configured_state(moto_endpoint, tar
         len(sagemaker.list_endpoint_configs()["EndpointConfigs"]),
         len(sagemaker.list_endpoints()["Endpoints"]),
     )
-    again = deploy_to_sagemaker(AwsCalls(region="us-east-1"), deploy, RUN_ID, tarball, echo=lambda _: None)
+    again = deploy_to_sagemaker(
+        AwsCalls(region="us-east-1"), deploy, RUN_ID, tarball, environment, echo=lambda _: None
+    )
     assert again["endpoint_action"] == "unchanged" and again["lambda_action"] == "updated"
     assert counts == (
         len(sagemaker.list_models()["Models"]),
@@ -213,6 +221,8 @@ PLAN = aws_sagemaker.EndpointPlan(
     image_uri=IMAGE,
     model_data_url="s3://b/k",
     role_arn="arn:aws:iam::123456789012:role/r",
+    region="us-east-1",
+    environment={},
 )
 
 
