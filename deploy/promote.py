@@ -93,5 +93,6 @@ def summary(result: PromoteResult) -> str:
         lines.append(f"registry:   {result.registration.name} v{result.registration.version} @champion")
     lines.append(f"gate:       val_acc {result.gate.reproduced:.4f} (recorded {result.gate.recorded:.4f})")
     lines.append(f"package:    {result.tarball}")
-    lines += [f"{key + ':':<11} {value}" for key, value in result.deployment.items()]
+    shown = {k: v for k, v in result.deployment.items() if k not in ("run_id", "package")}  # said above
+    lines += [f"{key + ':':<11} {value}" for key, value in shown.items()]
     return "\n".join(lines)

@@ -1,4 +1,7 @@
-"""``make demo``: the main job end to end on embedded defaults (SQLite MLflow store in this folder).
+"""``make demo``: sample data -> sweep -> promote (local endpoint) -> invoke, on embedded defaults.
+
+Everything runs on this machine: SQLite MLflow store and Optuna storage in this folder, the local endpoint
+as a background process (stopped at the end), the Lambda handler in process.
 
 Kept as plain calls of the same functions the CLI verbs use, so the demo cannot drift from them.
 """
@@ -8,8 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from conf.loader import load_config
+from deploy import local_target
+from deploy.invoke import event_for, format_predictions, invoke_local, parse_response
+from deploy.promote import promote, summary
+from experiments.sweep import run_sweep
+from lightning_app.layout import class_name
 from lightning_app.sample_data import generate
-from lightning_app.train import train
 
 DATA = Path("sample_data")
 DEMO_OVERRIDES = ["trainer=demo", f"data.root={DATA}", "experiment_name=dogbreeds-demo"]
@@ -19,11 +26,24 @@ def main() -> None:
     if not (DATA / "train").is_dir():
         counts = generate(DATA, num_classes=10, train_per_class=24, seed=0)
         print(f"generated {sum(counts.values())} sample images in {DATA}/")
-    result = train(load_config(DEMO_OVERRIDES))
+    cfg = load_config([*DEMO_OVERRIDES, "sweep=demo", "deploy=local"])
+    sweep = run_sweep(cfg)
+    promoted = promote(cfg)
+    print(summary(promoted))
+    # One validation image through the Lambda handler (run locally) -> local endpoint -> serving code.
+    image = sorted((DATA / "valid").glob("*/*"))[0]
+    state = local_target.read_state(cfg.output_dir)
+    try:
+        body = parse_response(invoke_local(event_for(str(image)), state["url"], state["endpoint_name"]))
+    finally:
+        local_target.stop(cfg.output_dir)
     print("\n=== dogbreeds demo: done ===")
-    print(f"MLflow run:       {result.run_id} (experiment dogbreeds-demo)")
-    print(f"best checkpoint:  {result.best_checkpoint}")
-    print("metrics:          " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.metrics.items())))
+    print(
+        f"sweep:            {sweep.study_name}, best {cfg.sweep.metric}={sweep.best_value:.3f} (run {sweep.best_run_id})"
+    )
+    print(f"promoted:         run {promoted.run_id} -> local endpoint (stopped again after this request)")
+    print(f"image:            {image} (true breed: {class_name(image.parent.name)})")
+    print("prediction:\n" + format_predictions(body))
     print("look at it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (http://127.0.0.1:5000)")
 
 
