@@ -138,3 +138,18 @@ def test_gate_refuses_when_no_validation_image_is_readable(make_cfg, tmp_path):
     cfg = make_cfg(f"data.root={root}")
     with pytest.raises(PromotionRefused, match="no validation images"):
         gate.check(tmp_path / "unused.tar.gz", cfg.data, 0.5, 0.02)
+
+
+def test_cli_verbs_explain_bad_requests(tmp_path, capsys):
+    from dogbreeds.cli import main
+
+    image = tmp_path / "dog.jpg"
+    Image.new("RGB", (8, 8)).save(image)
+    assert main(["invoke", str(tmp_path / "missing.jpg"), f"output_dir={tmp_path}"]) == 2
+    assert "neither an image file nor an https:// URL" in capsys.readouterr().err
+    assert main(["invoke", str(image), f"output_dir={tmp_path}"]) == 2
+    assert "run dogbreeds promote first" in capsys.readouterr().err
+    assert main(["promote", "deploy.target=kubernetes"]) == 2
+    assert "deploy.target must be local or sagemaker" in capsys.readouterr().err
+    assert main(["teardown", f"output_dir={tmp_path}"]) == 0
+    assert "no local endpoint" in capsys.readouterr().out
