@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import mlflow
 import pytest
@@ -9,6 +11,7 @@ import torch
 from conftest import free_port
 from mlflow import MlflowClient
 from PIL import Image
+from test_lambda_handler import b64, function_url, http_v2, rest_v1
 
 from deploy import gate, local_target, registry
 from deploy.gate import PromotionRefused
@@ -60,6 +63,22 @@ def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, m
         state = local_target.read_state(cfg.output_dir)
         body = parse_response(invoke_local(event_for(str(path)), state["url"], state["endpoint_name"]))
         assert body["predictions"][0]["label"] == breed
+
+        # every event format with an image body, through boto3 against the real local endpoint
+        data = path.read_bytes()
+        for event in (
+            {"image": b64(data)},
+            rest_v1(json.dumps({"image": b64(data)})),
+            rest_v1(b64(data), content_type="image/jpeg", is_base64=True),
+            http_v2(b64(data), content_type="application/x-image", is_base64=True),
+            function_url(json.dumps({"image": b64(data)})),
+            function_url(data, content_type="image/jpeg"),
+        ):
+            answer = parse_response(invoke_local(event, state["url"], state["endpoint_name"]))
+            assert answer["predictions"][0]["label"] == breed
+            assert answer["model"]["run_id"] == result.run_id
+        too_big = invoke_local({"image": b64(b"x" * (7 * 1024 * 1024))}, state["url"], state["endpoint_name"])
+        assert too_big["statusCode"] == 413
 
         # the handler's error path against the real endpoint: the model rejects a non-image, the server lives on
         bad = invoke_local({"image": "bm90IGFuIGltYWdl"}, state["url"], state["endpoint_name"])
