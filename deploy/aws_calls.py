@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import boto3
+from botocore.exceptions import ClientError, NoCredentialsError
 
 READ_PREFIXES = ("describe_", "get_", "list_", "head_")
 
@@ -73,8 +74,8 @@ class AwsCalls:
     dry_run: bool = False
     echo: Callable[[str], None] = print
     skipped: list[tuple[str, str, dict]] = field(default_factory=list)
-    _session: boto3.session.Session | None = None
-    _clients: dict = field(default_factory=dict)
+    _session: boto3.session.Session | None = field(default=None, init=False, repr=False)
+    _clients: dict = field(default_factory=dict, init=False, repr=False)
 
     def client(self, service: str):
         if service not in self._clients:
@@ -85,7 +86,14 @@ class AwsCalls:
         return self._clients[service]
 
     def account_id(self) -> str:
-        return self.client("sts").get_caller_identity()["Account"]
+        """Also the first call of every deployment: no usable credentials fail here, with a hint."""
+        try:
+            return self.client("sts").get_caller_identity()["Account"]
+        except (NoCredentialsError, ClientError) as err:
+            raise ValueError(
+                f"cannot use AWS credentials ({err}); configure them (aws configure, AWS_PROFILE, or a role). "
+                "--dry-run still reads from AWS to plan create-or-update, so it needs them too"
+            ) from err
 
     def _record(self, service: str, operation: str, kwargs: dict) -> None:
         self.skipped.append((service, operation, kwargs))

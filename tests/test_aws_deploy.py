@@ -310,3 +310,13 @@ def test_ecr_repository_arn_and_zip_are_stable():
     assert iam.ecr_repository_arn(IMAGE) == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
     assert aws_lambda.build_zip() == aws_lambda.build_zip()
     assert iam.endpoint_arn("us-east-1", "1", "Dogs") == "arn:aws:sagemaker:us-east-1:1:endpoint/dogs"
+
+
+def test_missing_credentials_are_an_actionable_error(monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ValueError, match="configure them"):
+        AwsCalls(region="us-east-1", dry_run=True).account_id()
