@@ -138,6 +138,9 @@ def finish(cfg: DictConfig, study, parent_id: str, client: MlflowClient, console
 
 
 def check_tracking_for_workers(tracking_uri: str) -> None:
+    """A server (http[s]://, databricks://) or a SageMaker managed MLflow ARN takes concurrent writers."""
+    if tracking_uri.startswith("arn:aws:sagemaker:"):
+        return
     if tracking_uri.startswith("sqlite:") or tracking_uri.startswith("file:") or "://" not in tracking_uri:
         raise study_setup.SweepConfigError(
             f"sweep.workers > 1 with tracking_uri={tracking_uri}: a file-based MLflow store loses writes "

@@ -8,7 +8,7 @@ import pytest
 from conf.loader import load_config
 from experiments import study_setup, sweep_tracking, workers
 from experiments.search_space import SearchSpaceError, parse_space
-from experiments.sweep import run_sweep
+from experiments.sweep import check_tracking_for_workers, run_sweep
 
 
 def test_original_project_space_is_the_default():
@@ -104,3 +104,17 @@ def test_workers_get_distinct_gpus_and_their_own_keys():
         "sweep.worker_index=2",
         "sweep.study_name=study",
     ]
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///mlflow.db", "file:///tmp/mlruns", "mlruns"])
+def test_multi_worker_sweeps_refuse_file_based_mlflow_stores(uri):
+    with pytest.raises(study_setup.SweepConfigError, match="mlflow server"):
+        check_tracking_for_workers(uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["http://10.0.0.5:5000", "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/dogbreeds"],
+)
+def test_multi_worker_sweeps_accept_servers_and_sagemaker_managed_mlflow(uri):
+    check_tracking_for_workers(uri)
