@@ -29,10 +29,10 @@ def eval_resize(image_size: int, resize_ratio: float) -> int:
 
 
 def train_transform(image_size: int, mean, std, augment) -> v2.Compose:
-    steps = [
-        v2.ToImage(),
-        v2.RandomResizedCrop(image_size, scale=tuple(augment.random_resized_crop_scale), antialias=True),
-    ]
+    """Augment the PIL image, then convert: the crop shrinks it to ``image_size`` first, and PIL's C kernels
+    for rotation and colour are several times cheaper than torchvision's tensor ones on CPU (measured in
+    benchmarks/train_throughput.py: tensor-first augmentation made this loader slower than a naive one)."""
+    steps = [v2.RandomResizedCrop(image_size, scale=tuple(augment.random_resized_crop_scale), antialias=True)]
     if augment.horizontal_flip:
         steps.append(v2.RandomHorizontalFlip())
     if augment.rotation_degrees:
@@ -40,7 +40,7 @@ def train_transform(image_size: int, mean, std, augment) -> v2.Compose:
     if augment.color_jitter:
         strength = augment.color_jitter
         steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
 
 
