@@ -32,6 +32,7 @@ def role_name(deploy) -> str:
 
 
 def build_zip(source: Path = LAMBDA_DIR) -> bytes:
+    """The ``*.py`` files of ``source`` at the zip root; a symlink (``safe_fetch.py``) is stored as its content."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(source.glob("*.py")):

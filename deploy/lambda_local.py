@@ -1,7 +1,7 @@
 """Run the deployed Lambda handler in this process, unchanged, against any SageMaker Runtime endpoint.
 
 ``lambda`` is a Python keyword and the folder is shipped as a zip whose root is on the Lambda's
-``sys.path`` (``handler.py`` imports its sibling ``url_fetch``). Loading it the same way here, with the
+``sys.path`` (``handler.py`` imports its sibling ``safe_fetch``). Loading it the same way here, with the
 folder on ``sys.path``, means local runs exercise exactly the code that AWS runs.
 """
 

@@ -6,8 +6,13 @@ against the AWS API model with botocore's Stubber instead.
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
 import warnings
+import zipfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -18,6 +23,7 @@ from deploy import autoscaling, aws_lambda, aws_sagemaker, iam
 from deploy.aws_calls import AwsCalls
 from deploy.aws_deploy import deploy_to_sagemaker, teardown
 
+SHARED_FETCHER = Path(__file__).resolve().parent.parent / "deploy" / "serving" / "safe_fetch.py"
 RUN_ID = "0123456789abcdef0123456789abcdef"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
 
@@ -310,6 +316,32 @@ def test_ecr_repository_arn_and_zip_are_stable():
     assert iam.ecr_repository_arn(IMAGE) == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
     assert aws_lambda.build_zip() == aws_lambda.build_zip()
     assert iam.endpoint_arn("us-east-1", "1", "Dogs") == "arn:aws:sagemaker:us-east-1:1:endpoint/dogs"
+
+
+def test_lambda_zip_holds_the_shared_fetcher_and_runs_unzipped(tmp_path):
+    """``lambda/safe_fetch.py`` is a symlink in git; the zip must hold the file itself, usable on its own."""
+    archive = zipfile.ZipFile(io.BytesIO(aws_lambda.build_zip()))
+    assert archive.namelist() == ["handler.py", "safe_fetch.py"]
+    assert archive.read("safe_fetch.py") == SHARED_FETCHER.read_bytes()
+    assert {info.external_attr >> 16 for info in archive.infolist()} == {0o644}  # regular files, no links
+    archive.extractall(tmp_path / "function")
+    script = """
+import json, handler, safe_fetch
+response = handler.handler({"url": "https://169.254.169.254/latest/meta-data/"}, None)
+print(json.dumps({"fetcher": safe_fetch.__file__, "status": response["statusCode"], "body": response["body"]}))
+"""
+    env = {
+        "PYTHONPATH": str(tmp_path / "function"),
+        "PATH": "/usr/bin:/bin",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["fetcher"] == str(tmp_path / "function" / "safe_fetch.py")
+    assert result["status"] == 403 and "link-local" in result["body"]
 
 
 def test_missing_credentials_are_an_actionable_error(monkeypatch, tmp_path):

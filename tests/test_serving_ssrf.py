@@ -1,8 +1,11 @@
-"""URL fetching (off by default): unsafe targets are refused *before* any connection is made.
+"""The SSRF-safe URL fetcher, tested once for both artifacts that ship it, then the endpoint's use of it.
 
-Connections are observed with a real audit hook on ``socket.connect`` (no mocks). A name that must
-look public points at a local HTTPS server (real TLS, certificate checked) through an injected resolver
-and address policy; everything else goes through the production checks.
+``deploy/serving/safe_fetch.py`` is the single source: it is copied into ``model.tar.gz`` and (through the
+``lambda/safe_fetch.py`` symlink) into the Lambda zip; the Lambda tests cover only the handler's mapping.
+Unsafe targets are refused *before* any connection is made: connections are observed with a real audit
+hook on ``socket.connect`` (no mocks). A name that must look public points at a local HTTPS server (real
+TLS, certificate checked) through injected resolver and address hooks; everything else goes through
+the production checks.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from lambda_servers import image_host, self_signed_cert, start
 from conf.loader import load_config
 from deploy.endpoint import start_in_thread
 from deploy.package import build_package, unpack
-from deploy.serving.safe_fetch import FetchRules, UnsafeURLError, address_refusal, fetch
+from deploy.serving.safe_fetch import (
+    FetchError,
+    FetchRules,
+    FetchTimeout,
+    InvalidURL,
+    TooLarge,
+    UnsafeURL,
+    address_refusal,
+    fetch,
+)
 
 _connects: list | None = None
 _lock = threading.Lock()
@@ -47,7 +59,7 @@ def recorded_connections():
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg-bytes"
 NAMES = {
-    "localhost": ["127.0.0.1"],  # the test image host, treated as public below
+    "localhost": ["127.0.0.1"],  # the test image host, treated as public by get() below
     "internal.example.test": ["10.0.0.7"],
     "mixed.example.test": ["93.184.216.34", "10.0.0.7"],
 }
@@ -71,8 +83,10 @@ def host(tmp_path_factory):
 
 
 def get(url, context, **rules):
-    rules = FetchRules(**{"allowed_hosts": ("localhost", "*.example.test"), **rules})
-    return fetch(url, rules, resolver=resolver, refusal=policy_trusting_test_host, context=context)
+    """Fetch with the test host reachable: ``localhost`` is trusted and its certificate accepted."""
+    defaults = {"allowed_hosts": ("localhost", "*.example.test"), "resolver": resolver}
+    rules = FetchRules(**{**defaults, "refusal": policy_trusting_test_host, "context": context, **rules})
+    return fetch(url, rules)
 
 
 def test_allowed_host_and_checked_redirect_are_fetched(host):
@@ -82,64 +96,101 @@ def test_allowed_host_and_checked_redirect_are_fetched(host):
 
 
 @pytest.mark.parametrize(
-    ("url", "status", "reason"),
+    ("url", "error", "status", "reason"),
     [
-        ("http://169.254.169.254/latest/meta-data/", 400, "only https://"),
-        ("https://169.254.169.254/latest/meta-data/", 403, "link-local"),
-        ("https://127.0.0.1:{port}/dog.jpg", 403, "loopback"),
-        ("https://[::ffff:127.0.0.1]:{port}/dog.jpg", 403, "loopback"),
-        ("https://internal.example.test/dog.jpg", 403, "10.0.0.7 is not a public address"),
-        ("https://mixed.example.test/dog.jpg", 403, "10.0.0.7 is not a public address"),
-        ("https://user:pw@localhost:{port}/dog.jpg", 400, "credentials"),
+        ("", InvalidURL, 400, "non-empty string"),
+        ("http://169.254.169.254/latest/meta-data/", InvalidURL, 400, "only https://"),
+        ("ftp://localhost/dog.jpg", InvalidURL, 400, "only https://"),
+        ("https://user:pw@localhost:{port}/dog.jpg", InvalidURL, 400, "credentials"),
+        ("https:///dog.jpg", InvalidURL, 400, "no host"),
+        ("https://localhost:99999/dog.jpg", InvalidURL, 400, "invalid port"),
+        ("https://169.254.169.254/latest/meta-data/", UnsafeURL, 403, "link-local"),
+        ("https://[fd00:ec2::254]/latest/meta-data/", UnsafeURL, 403, "not a public address"),
+        ("https://10.0.0.8/dog.jpg", UnsafeURL, 403, "not a public address"),
+        ("https://100.64.0.1/dog.jpg", UnsafeURL, 403, "not a public address"),  # carrier-grade NAT
+        ("https://127.0.0.1:{port}/dog.jpg", UnsafeURL, 403, "loopback"),
+        ("https://[::ffff:127.0.0.1]:{port}/dog.jpg", UnsafeURL, 403, "loopback"),
+        ("https://internal.example.test/dog.jpg", UnsafeURL, 403, "10.0.0.7, which is not a public address"),
+        ("https://mixed.example.test/dog.jpg", UnsafeURL, 403, "10.0.0.7, which is not a public address"),
     ],
 )
-def test_unsafe_targets_are_refused_without_connecting(host, url, status, reason):
+def test_unsafe_targets_are_refused_without_connecting(host, url, error, status, reason):
     server, port, context = host
     before = len(server.paths)
-    with recorded_connections() as connects, pytest.raises(UnsafeURLError, match=reason) as err:
+    with recorded_connections() as connects, pytest.raises(error, match=reason) as err:
         # The production address policy: 127.0.0.1 is not special-cased here.
-        fetch(url.format(port=port), FetchRules(("*",)), resolver=resolver, context=context)
+        fetch(url.format(port=port), FetchRules(("*",), resolver=resolver, context=context))
     assert err.value.status == status
     assert connects == [] and len(server.paths) == before
 
 
-def test_host_off_the_allowlist_is_refused(host):
+def test_real_dns_answers_are_checked_too(host):
+    """The production resolver: a name for a live loopback server is refused, an unknown name is a 400."""
+    server, port, context = host
+    before = len(server.paths)
+    with recorded_connections() as connects, pytest.raises(UnsafeURL, match="loopback"):
+        fetch(f"https://localhost:{port}/dog.jpg", FetchRules(("*",), context=context))
+    assert connects == [] and len(server.paths) == before
+    with pytest.raises(FetchError, match="could not resolve") as err:
+        fetch("https://no-such-host.invalid/dog.jpg", FetchRules(("*",)))
+    assert err.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("allowed", "reason"),
+    [(("images.example.com",), "not on the allowlist"), ((), "the allowlist is empty")],
+)
+def test_host_off_the_allowlist_is_refused(host, allowed, reason):
     _, port, context = host
-    with (
-        recorded_connections() as connects,
-        pytest.raises(UnsafeURLError, match="not on the allowlist") as err,
-    ):
-        get(f"https://localhost:{port}/dog.jpg", context, allowed_hosts=("images.example.com",))
+    with recorded_connections() as connects, pytest.raises(UnsafeURL, match=reason) as err:
+        get(f"https://localhost:{port}/dog.jpg", context, allowed_hosts=allowed)
     assert err.value.status == 403 and connects == []
 
 
 @pytest.mark.parametrize(
-    ("path", "reason"),
+    ("path", "error", "reason", "hops"),
     [
-        ("/redirect-metadata", "link-local"),
-        ("/redirect-http", "only https://"),
-        ("/redirect-loop", "redirects"),
+        ("/redirect-metadata", UnsafeURL, "link-local", 1),  # checked again, never contacted
+        ("/redirect-http", InvalidURL, "only https://", 1),
+        ("/redirect-loop", FetchError, "redirected more than 3 times", 4),
     ],
 )
-def test_redirects_are_checked_like_the_first_url(host, path, reason):
+def test_redirects_are_checked_like_the_first_url(host, path, error, reason, hops):
     server, port, context = host
-    with recorded_connections() as connects, pytest.raises(UnsafeURLError, match=reason):
+    before = len(server.paths)
+    with recorded_connections() as connects, pytest.raises(error, match=reason):
         get(f"https://localhost:{port}{path}", context, allowed_hosts=("*",))
     assert set(connects) == {("127.0.0.1", port)}
+    assert len(server.paths) - before == hops
 
 
-@pytest.mark.parametrize(("path", "status"), [("/big", 413), ("/big-chunked", 413), ("/missing", 400)])
-def test_size_limit_and_http_errors(host, path, status):
+@pytest.mark.parametrize(
+    ("path", "error", "status", "reason"),
+    [
+        ("/big", TooLarge, 413, "200000 bytes; the limit is 100000"),  # declared Content-Length
+        ("/big-chunked", TooLarge, 413, "over the limit of 100000 bytes"),  # counted while reading
+        ("/missing", FetchError, 400, "answered HTTP 404"),
+    ],
+)
+def test_size_limit_and_http_errors(host, path, error, status, reason):
     _, port, context = host
-    with pytest.raises(UnsafeURLError) as err:
+    with pytest.raises(error, match=reason) as err:
         get(f"https://localhost:{port}{path}", context, max_bytes=100_000)
     assert err.value.status == status
 
 
 def test_slow_body_hits_the_time_limit(host):
     _, port, context = host
-    with pytest.raises(UnsafeURLError, match="time limit"):
+    with pytest.raises(FetchTimeout, match="longer than the 0.5 s limit") as err:
         get(f"https://localhost:{port}/slow", context, timeout_s=0.5)
+    assert err.value.status == 504
+
+
+def test_untrusted_certificate_is_refused(host):
+    _, port, _ = host
+    with pytest.raises(FetchError, match="TLS to 'localhost' failed") as err:
+        get(f"https://localhost:{port}/dog.jpg", None)  # the system CA store does not know the test CA
+    assert err.value.status == 400
 
 
 def test_endpoint_with_url_fetching_refuses_metadata_and_keeps_serving(trained_run, tmp_path):

@@ -255,7 +255,7 @@ def _image_bytes(item, model: Model) -> bytes:
             )
         try:
             return safe_fetch.fetch(str(item["url"]), rules)
-        except safe_fetch.UnsafeURLError as err:
+        except safe_fetch.FetchError as err:
             raise RequestError(err.status, str(err)) from None
     encoded = item["image"]
     if not isinstance(encoded, str):

@@ -1,0 +1,1 @@
+../deploy/serving/safe_fetch.py
