@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_app import layout, s3_sync
+from lightning_app import layout, resized_copies, s3_sync
 from lightning_app.images import ImageSamples, eval_resize, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,12 @@ class DogBreedsDataModule(L.LightningDataModule):
         for split in layout.SPLITS:
             if (root / split).is_dir():
                 self.splits[split] = layout.read_split(root, split, folders, self.cfg.corrupt_images)
+        if self.cfg.resized_copies:  # train only: validation stays on the originals, as serving sees them
+            side = eval_resize(self.cfg.image_size, self.cfg.resize_ratio)
+            target = resized_copies.copies_root(self.cfg.cache_dir, layout.fingerprint(root), side)
+            train = self.splits["train"]
+            samples = resized_copies.use_copies(train.samples, root, target, side)
+            self.splits["train"] = layout.Split("train", samples, train.skipped)
         skipped = self.skipped_images
         if skipped:
             log.warning("skipped %d unreadable image(s) (data.corrupt_images=skip)", skipped)

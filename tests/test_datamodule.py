@@ -118,3 +118,22 @@ def test_reduced_decode_keeps_enough_pixels(sample_root):
     fast, slow = to_pixels(reduced), to_pixels(full)
     assert fast.shape == slow.shape == (3, 48, 48)
     assert (fast - slow).abs().mean() < 0.05  # within a few grey levels after the final resize
+
+
+def test_resized_copies_are_made_once_and_used_for_training(make_cfg, sample_root, tmp_path):
+    cfg = make_cfg("data.resized_copies=true", f"data.cache_dir={tmp_path / 'cache'}").data
+    dm = DogBreedsDataModule(cfg)
+    dm.setup("fit")
+    copies = [path for path, _ in dm.splits["train"].samples]
+    assert len(copies) == 64 and all(path.is_relative_to(tmp_path / "cache" / "resized") for path in copies)
+    for path in copies[:8]:
+        with Image.open(path) as image:
+            assert min(image.size) == 55  # the eval resize side: the random crop still has a full image
+    assert all(path.is_relative_to(sample_root) for path, _ in dm.splits["valid"].samples)  # eval: originals
+    written = {path: path.stat().st_mtime_ns for path in copies}
+
+    again = DogBreedsDataModule(cfg)
+    again.setup("fit")
+    assert {path: path.stat().st_mtime_ns for path, _ in again.splits["train"].samples} == written
+    images, _ = next(iter(again.train_dataloader()))
+    assert images.shape == (16, 3, 48, 48)
