@@ -42,7 +42,7 @@ class DataConfig:
     # JPEGs are decoded at a reduced DCT scale when much larger than the output (PIL draft mode).
     fast_decode: bool = True
     # Train from JPEG copies resized to the eval resize side, made once under cache_dir/resized/ (per dataset
-    # version and size): 2x faster loading at small sizes (benchmarks/README.md), for CPU-bound loaders.
+    # version and size): 1.2x the default loader at 64 px (benchmarks/README.md), for CPU-bound loaders.
     resized_copies: bool = False
     # Images whose header cannot be read: "skip" (counted, logged) or "fail" (listed in the error).
     corrupt_images: str = "skip"
