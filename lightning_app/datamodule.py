@@ -113,7 +113,7 @@ class DogBreedsDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         cfg = self.cfg
         transform = (
-            train_transform(cfg.image_size, cfg.mean, cfg.std, cfg.augment)
+            train_transform(cfg.image_size, cfg.augment)
             if train
             else eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
         )

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_app.backbone import backbone_stages, build_backbone, replace_head
+from lightning_app.images import normalize_uint8
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULERS = ("cosine", "step", "onecycle", "none")
@@ -43,6 +44,13 @@ class BreedClassifier(L.LightningModule):
         self.head_name = replace_head(self.model, len(class_names), model_cfg["dropout"])
         if model_cfg["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # Train batches arrive as uint8 (see images.train_transform) and are normalised here, on the device.
+        self.register_buffer(
+            "pixel_mean", torch.tensor(preprocessing["mean"]).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(preprocessing["std"]).view(1, 3, 1, 1), persistent=False
+        )
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=model_cfg["label_smoothing"])
         metrics = _accuracy_metrics(len(class_names))
         self.train_metrics = metrics.clone(prefix="train_")
@@ -57,6 +65,12 @@ class BreedClassifier(L.LightningModule):
     def configure_model(self) -> None:
         if self.cfg["compile"] and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
             self.model = torch.compile(self.model)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if images.dtype == torch.uint8:
+            images = normalize_uint8(images, self.pixel_mean, self.pixel_std)
+        return images, labels
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.cfg["channels_last"]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from lightning_app import layout
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import ImageSamples, eval_transform, load_rgb
+from lightning_app.module import BreedClassifier
 from lightning_app.sample_data import generate
 
 
@@ -37,13 +39,22 @@ def test_classes_splits_and_preprocessing(datamodule):
     }
 
 
-def test_train_loader_batches(datamodule):
+def test_train_loader_hands_uint8_batches_that_the_module_normalises(datamodule, make_cfg):
     loader = datamodule.train_dataloader()
     images, labels = next(iter(loader))
-    assert images.shape == (16, 3, 48, 48) and images.dtype == torch.float32
+    assert images.shape == (16, 3, 48, 48) and images.dtype == torch.uint8
     assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2, 3}
-    assert -3 < images.mean() < 3  # normalised, not 0..255
     assert len(loader) == 4 and loader.drop_last
+
+    model_cfg = OmegaConf.to_container(make_cfg().model, resolve=True)
+    module = BreedClassifier(model_cfg, datamodule.class_names, datamodule.preprocessing)
+    normalised, same_labels = module.on_after_batch_transfer((images, labels), 0)
+    mean = torch.tensor(datamodule.preprocessing["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(datamodule.preprocessing["std"]).view(1, 3, 1, 1)
+    assert normalised.dtype == torch.float32 and same_labels is labels
+    torch.testing.assert_close(normalised, (images / 255 - mean) / std)
+    val_images, _ = next(iter(datamodule.val_dataloader()))  # eval batches arrive normalised: left alone
+    assert module.on_after_batch_transfer((val_images, labels), 0)[0] is val_images
 
 
 def test_eval_loader_is_deterministic(datamodule):

@@ -61,7 +61,8 @@ def test_local_weights_file(tmp_path):
 
     # Through the module: the backbone keeps the file's weights, the 1000-class head becomes a 5-class one.
     cfg = _model_cfg(weights=str(path))
-    module = BreedClassifier(cfg, class_names=list("abcde"), preprocessing={})
+    preprocessing = {"image_size": 48, "resize": 55, "mean": [0.5] * 3, "std": [0.25] * 3}
+    module = BreedClassifier(cfg, class_names=list("abcde"), preprocessing=preprocessing)
     assert torch.equal(module.model.layer4[1].conv2.weight, pretrained.layer4[1].conv2.weight)
     assert module.model.fc.out_features == 5
 
