@@ -9,7 +9,6 @@ to MLflow and writes files.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -24,8 +23,6 @@ from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.module import BreedClassifier
 from lightning_app.trainer import build_trainer
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
