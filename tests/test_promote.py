@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import boto3
-import mlflow
 import pytest
 import torch
 from conftest import free_port
@@ -128,13 +127,13 @@ def test_registry_moves_champion_and_keeps_previous(tmp_path):
 
 
 def test_run_selection_explains_itself_and_refuses_bad_requests(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("pick")
+    # The client API only: fluent set_experiment/set_tracking_uri would leak into later tests' runs.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("pick")
     for value in (0.3, 0.9, 0.6):
-        with mlflow.start_run():
-            mlflow.log_metric("val_acc", value)
-    client = MlflowClient(uri)
+        run_id = client.create_run(experiment_id).info.run_id
+        client.log_metric(run_id, "val_acc", value)
+        client.set_terminated(run_id)
     best = registry.select_run(client, "pick", "val_acc", "maximize")
     assert best.value == 0.9 and "highest of 3 finished runs" in best.reason
     assert registry.select_run(client, "pick", "val_acc", "minimize").value == 0.3
