@@ -3,7 +3,7 @@ with each pruner, in one run: best validation accuracy reached, training epochs 
 
 Target: a pruned sweep within 1 accuracy point of the unpruned best at <= 50% of its epochs.
 
-    .venv/bin/python benchmarks/sweep_efficiency.py --trials 8 --epochs 4
+    .venv/bin/python benchmarks/sweep_efficiency.py --trials 8 --epochs 10
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from lightning_app.sample_data import generate  # noqa: E402
 
 PRUNERS = {
     "none": [],
-    # Compare each trial with the median of earlier ones from the first epoch on.
-    "median": ["+sweep.pruner_args.median={n_startup_trials: 2, n_warmup_steps: 0}"],
+    # Compare each trial with the median of earlier ones from the second epoch on.
+    "median": ["+sweep.pruner_args.median={n_startup_trials: 2, n_warmup_steps: 1}"],
     # Rungs at 1 and 3 epochs, a third of the trials promoted at each.
     "successive_halving": ["+sweep.pruner_args.successive_halving={min_resource: 1, reduction_factor: 3}"],
 }
@@ -62,15 +62,18 @@ def sweep_once(work: Path, data: Path, pruner: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    # Validation images = classes x per-class / 4: the accuracy resolution is 100 / that many points.
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--per-class", type=int, default=24)
     parser.add_argument("--pruners", nargs="+", default=list(PRUNERS), choices=list(PRUNERS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_efficiency.json"))
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         data = Path(tmp) / "data"
-        generate(data, num_classes=4, train_per_class=24, seed=0)
+        generate(data, num_classes=args.classes, train_per_class=args.per_class, seed=0)
         rows = [
             sweep_once(Path(tmp) / name, data, name, args)
             for name in ["none", *(p for p in args.pruners if p != "none")]
@@ -94,6 +97,7 @@ def main() -> None:
         "benchmark": "sweep_efficiency",
         "machine": f"{platform.processor() or platform.machine()}, CPU only",
         "trials": args.trials,
+        "dataset": f"generated, {args.classes} classes x {args.per_class} train images, 32 px",
         "max_epochs": args.epochs,
         "sampler": "tpe",
         "seed": args.seed,
