@@ -99,8 +99,13 @@ def register_champion(client: MlflowClient, name: str, run_id: str) -> Registrat
     else:
         import mlflow
 
+        # register_model has no client argument: point the fluent API at the client's server, then put it back.
+        previous_uri = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(client.tracking_uri)
-        version = str(mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name).version)
+        try:
+            version = str(mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name).version)
+        finally:
+            mlflow.set_tracking_uri(previous_uri)
     try:
         current = str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:

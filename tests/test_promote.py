@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import boto3
+import mlflow
 import pytest
 import torch
 from conftest import free_port
@@ -116,8 +117,10 @@ def test_registry_moves_champion_and_keeps_previous(tmp_path):
         log_pytorch_model(client, run_id, torch.nn.Linear(2, 2), torch.zeros(2, 2), {})
         client.set_terminated(run_id)
         run_ids.append(run_id)
+    uri_before = mlflow.get_tracking_uri()
     first = registry.register_champion(client, "dogs", run_ids[0])
     assert (first.version, first.previous_version) == ("1", None)
+    assert mlflow.get_tracking_uri() == uri_before  # the fluent API's global URI is put back
     second = registry.register_champion(client, "dogs", run_ids[1])
     assert (second.version, second.previous_version) == ("2", "1")
     again = registry.register_champion(client, "dogs", run_ids[1])  # idempotent: no version 3
