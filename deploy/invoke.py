@@ -27,9 +27,18 @@ def invoke_local(event: dict, endpoint_url: str, endpoint_name: str) -> dict:
     from deploy.lambda_local import load_handler, local_runtime_client
 
     handler = load_handler()
+    # The handler reads its endpoint from the environment, as on AWS; set it for this call only.
+    previous = os.environ.get("ENDPOINT_NAME")
     os.environ["ENDPOINT_NAME"] = endpoint_name
     handler.settings.cache_clear()
-    return handler.handler(event, None, client=local_runtime_client(endpoint_url))
+    try:
+        return handler.handler(event, None, client=local_runtime_client(endpoint_url))
+    finally:
+        if previous is None:
+            os.environ.pop("ENDPOINT_NAME", None)
+        else:
+            os.environ["ENDPOINT_NAME"] = previous
+        handler.settings.cache_clear()
 
 
 def invoke_lambda(event: dict, deploy) -> dict:

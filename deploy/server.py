@@ -69,16 +69,12 @@ def serving_settings(serving: types.ModuleType, cfg) -> object:
     return serving.Settings(cfg.top_k, cfg.max_image_pixels, cfg.max_images_per_request, fetch)
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
-
-
 class PayloadTooLarge(ValueError):
     """The body is over serve.max_payload_bytes (413)."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or RequestError 413 past ``limit``; the rest is drained so the client reads the 413."""
+    """The body, or PayloadTooLarge (413) past ``limit``; the rest is drained so the client reads the 413."""
     declared = request.headers.get("content-length", "")
     too_large = declared.isdigit() and int(declared) > limit
     chunks, total = [], 0
