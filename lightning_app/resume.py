@@ -48,7 +48,6 @@ CHANGEABLE_ON_RESUME = (
 
 @dataclass
 class ResumePoint:
-    run_dir: Path
     run_id: str
     checkpoint: Path
 
@@ -149,4 +148,4 @@ def find_resume_point(cfg: DictConfig) -> ResumePoint | None:
     run_dir, state = max(candidates, key=lambda c: (c[0] / LAST_CHECKPOINT).stat().st_mtime)
     check_same_run(state["config"], cfg)
     log.info("resuming MLflow run %s from %s", state["run_id"], run_dir / LAST_CHECKPOINT)
-    return ResumePoint(run_dir, state["run_id"], run_dir / LAST_CHECKPOINT)
+    return ResumePoint(state["run_id"], run_dir / LAST_CHECKPOINT)
