@@ -108,8 +108,12 @@ def cmd_promote(args) -> None:
 def cmd_teardown(args) -> None:
     cfg = load_config(args.overrides)
     if cfg.deploy.target == "local":
-        from deploy.local_target import stop
+        from deploy.local_target import read_state, stop
 
+        if args.dry_run:
+            state = read_state(cfg.output_dir)
+            print(f"[dry-run] would stop local endpoint pid {state['pid']}" if state else "no local endpoint")
+            return
         state = stop(cfg.output_dir)
         print(f"stopped local endpoint pid {state['pid']} ({state['url']})" if state else "no local endpoint")
         return

@@ -85,6 +85,10 @@ def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, m
         assert bad["statusCode"] == 400 and "the model rejected the image" in bad["body"]
         again = parse_response(invoke_local(event_for(str(path)), state["url"], state["endpoint_name"]))
         assert again["predictions"][0]["label"] == breed
+        from dogbreeds.cli import main
+
+        assert main(["teardown", "--dry-run", f"output_dir={cfg.output_dir}"]) == 0
+        assert local_target.read_state(cfg.output_dir) == state  # a dry run stops nothing
     finally:
         stopped = local_target.stop(cfg.output_dir)
     assert stopped["run_id"] == result.run_id and local_target.read_state(cfg.output_dir) is None
