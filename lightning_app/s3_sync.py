@@ -22,6 +22,11 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/").rstrip("/")
 
 
+def _key_prefix(prefix: str) -> str:
+    """Keys under ``prefix`` start with this; empty for a dataset at the bucket root (s3://bucket)."""
+    return f"{prefix}/" if prefix else ""
+
+
 def cache_path(uri: str, cache_dir: str | Path) -> Path:
     """A stable local folder per URI, readable by humans (bucket/prefix) and unique (hash suffix)."""
     bucket, prefix = parse_s3_uri(uri)
@@ -37,7 +42,7 @@ def list_class_folders(uri: str, s3_client=None) -> list[str]:
     bucket, prefix = parse_s3_uri(uri)
     folders: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{prefix}/train/", Delimiter="/"
+        Bucket=bucket, Prefix=f"{_key_prefix(prefix)}train/", Delimiter="/"
     ):
         folders += [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", [])]
     if not folders:
@@ -60,11 +65,12 @@ def sync(uri: str, cache_dir: str | Path, s3_client=None) -> tuple[Path, dict[st
     manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
     counts = {"downloaded": 0, "skipped": 0}
     listed = False
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+    base = _key_prefix(prefix)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
         for obj in page.get("Contents", []):
             listed = True
             key = obj["Key"]
-            relative = key[len(prefix) + 1 :]
+            relative = key[len(base) :]
             if not relative or key.endswith("/"):
                 continue
             local = target / relative

@@ -102,3 +102,19 @@ def test_missing_prefix_is_a_clear_error(s3_dataset, tmp_path):
 def test_malformed_s3_uri():
     with pytest.raises(ValueError, match="expected s3://bucket/prefix"):
         s3_sync.parse_s3_uri("s3:/dogImages")
+
+
+def test_dataset_at_the_bucket_root(moto_endpoint, sample_root, tmp_path):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="dogbreeds-root")
+    files = sorted(sample_root.rglob("*.jpg"))
+    for path in files:
+        s3.upload_file(str(path), "dogbreeds-root", path.relative_to(sample_root).as_posix())
+    assert s3_sync.list_class_folders("s3://dogbreeds-root") == sorted(
+        p.name for p in (sample_root / "train").iterdir() if p.is_dir()
+    )
+    root, counts = s3_sync.sync("s3://dogbreeds-root", tmp_path)
+    assert counts == {"downloaded": len(files), "skipped": 0}
+    assert sorted(p.relative_to(root) for p in root.rglob("*.jpg")) == [
+        p.relative_to(sample_root) for p in files
+    ]
