@@ -79,11 +79,11 @@ def read_split(root: Path, split: str, folders: list[str], corrupt_images: str) 
     return Split(split, samples, skipped)
 
 
-def discover_classes(root: Path, required: tuple[str, ...] = ("train", "valid")) -> list[str]:
+def discover_classes(root: Path) -> list[str]:
     """Class folder names, checked to be identical in every split present (test is optional)."""
     if not root.is_dir():
         raise DatasetLayoutError(f"data root {root} does not exist or is not a folder")
-    for split in required:
+    for split in SPLITS[:2]:  # train/ and valid/ are required
         if not (root / split).is_dir():
             raise DatasetLayoutError(
                 f"missing split folder {root / split}: the dogImages layout needs "
