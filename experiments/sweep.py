@@ -6,7 +6,8 @@ run, then optimize in this process (``sweep.workers=1``) or in N local worker pr
 ``dogbreeds sweep`` commands with the same ``sweep.storage`` and ``sweep.study_name`` cooperate on one
 study; re-running a command resumes it until ``sweep.n_trials`` trials have finished.
 
-Finding the best model (what ``promote`` uses), in one query over the experiment::
+Finding a study's best model, in one query over the experiment (``promote`` picks the best FINISHED run
+of the experiment by the same metric, which is this run when the experiment holds one sweep)::
 
     client.search_runs([experiment_id],
         "tags.`dogbreeds.sweep.study` = 'STUDY' and tags.`dogbreeds.sweep.best` = 'true'")

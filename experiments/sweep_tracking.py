@@ -5,7 +5,7 @@ Tags (constants below) are the contract other tools query:
 - every sweep run: ``dogbreeds.sweep.study`` = study name, ``dogbreeds.sweep.role`` = parent | trial;
 - trial runs: ``dogbreeds.sweep.trial_number``, ``dogbreeds.sweep.trial_state`` = COMPLETE | PRUNED | FAIL
   (run status FINISHED | KILLED | FAILED to match), ``dogbreeds.sweep.fail_reason`` on failures;
-- the best trial's run only: ``dogbreeds.sweep.best`` = ``true``. ``promote`` finds it with one query::
+- the best trial's run only: ``dogbreeds.sweep.best`` = ``true``, found with one query::
 
       client.search_runs([experiment_id],
           "tags.`dogbreeds.sweep.study` = 'NAME' and tags.`dogbreeds.sweep.best` = 'true'")
