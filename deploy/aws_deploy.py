@@ -9,13 +9,10 @@ so it works from any machine.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from deploy import autoscaling, aws_lambda, aws_sagemaker, iam
 from deploy.aws_calls import AwsCalls
-
-log = logging.getLogger(__name__)
 
 PROJECT_TAG = "project"
 RUN_TAG = "run-id"

@@ -10,14 +10,11 @@ autoscaled variant's instance type, the caller deregisters scaling first in that
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from botocore.exceptions import ClientError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ one process writes the SQLite file in turn, is safe.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 
@@ -37,7 +36,6 @@ from experiments import progress, study_setup, sweep_tracking, tracking
 from experiments.objective import StaleTrialHandler, TrialObjective
 from experiments.search_space import SearchParam, parse_space
 
-log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
