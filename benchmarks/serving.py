@@ -34,8 +34,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
 def make_package(arch: str, image_size: int, folder: Path) -> Path:
     import torch
 
-    from deploy.package import build_package, unpack
-    from deploy.serving.inference import build_network
+    from deploy.packaging.builder import build_package, unpack
+    from deploy.packaging.serving.inference import build_network
 
     classes = [f"breed_{i:03d}" for i in range(133)]
     network = build_network(arch, len(classes))
@@ -156,7 +156,7 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
     """Bare forward passes (preprocessed tensors, no HTTP, no decode): the model's own limit."""
     import torch
 
-    from deploy.server import load_serving_module
+    from deploy.local_endpoint.server import load_serving_module
 
     torch.set_num_threads(threads)
     serving = load_serving_module(package_dir)
@@ -186,7 +186,7 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
 
 
 def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
-    from deploy.endpoint import wait_until_ready
+    from deploy.local_endpoint.process import wait_until_ready
 
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)

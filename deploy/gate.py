@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.package import unpack
-from deploy.server import load_serving_module
+from deploy.local_endpoint.server import load_serving_module
+from deploy.packaging.builder import unpack
 from lightning_app.datamodule import DogBreedsDataModule
 
 BATCH = 32

@@ -8,9 +8,14 @@ invoked. Both return the handler's proxy-shaped response, parsed here.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
+
+from deploy.aws.lambda_function import LAMBDA_DIR
 
 
 def event_for(image: str) -> dict:
@@ -23,9 +28,30 @@ def event_for(image: str) -> dict:
     return {"image": base64.b64encode(path.read_bytes()).decode()}
 
 
-def invoke_local(event: dict, endpoint_url: str, endpoint_name: str) -> dict:
-    from deploy.lambda_local import load_handler, local_runtime_client
+def load_handler() -> ModuleType:
+    """Import ``lambda/handler.py`` as the top-level module ``handler``, as the Lambda runtime does: the zip's
+    root is on its ``sys.path`` (the handler imports its sibling ``safe_fetch``), so local runs exercise
+    exactly the code AWS runs."""
+    if str(LAMBDA_DIR) not in sys.path:
+        sys.path.insert(0, str(LAMBDA_DIR))
+    return importlib.import_module("handler")
 
+
+def local_runtime_client(endpoint_url: str, region: str = "us-east-1", read_timeout: float = 30.0):
+    """A ``sagemaker-runtime`` client for the local endpoint: unsigned, since it needs no AWS credentials."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    config = Config(
+        signature_version=UNSIGNED,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": 1},
+    )
+    return boto3.client("sagemaker-runtime", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+def invoke_local(event: dict, endpoint_url: str, endpoint_name: str) -> dict:
     handler = load_handler()
     # The handler reads its endpoint from the environment, as on AWS; set it for this call only.
     previous = os.environ.get("ENDPOINT_NAME")
@@ -44,7 +70,7 @@ def invoke_local(event: dict, endpoint_url: str, endpoint_name: str) -> dict:
 def invoke_lambda(event: dict, deploy) -> dict:
     import boto3
 
-    from deploy.aws_lambda import function_name
+    from deploy.aws.lambda_function import function_name
 
     lam = boto3.client("lambda", region_name=deploy.region)
     answer = lam.invoke(

@@ -14,9 +14,10 @@ from pathlib import Path
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from deploy import gate, local_target, registry
-from deploy.package import build_package, unpack
-from experiments.tracking import resolve_tracking_uri
+from deploy import gate, registry
+from deploy.local_endpoint import background
+from deploy.packaging.builder import build_package, unpack
+from lightning_app.tracking import resolve_tracking_uri
 
 
 @dataclass
@@ -31,7 +32,7 @@ class PromoteResult:
 
 def serving_environment(tarball: Path, serve_cfg) -> dict[str, str]:
     """The ``serve`` limits as the package's own DOGBREEDS_* variables, for the SageMaker model."""
-    from deploy.server import load_serving_module, serving_settings
+    from deploy.local_endpoint.server import load_serving_module, serving_settings
 
     with tempfile.TemporaryDirectory(prefix="dogbreeds-env-") as tmp:
         serving = load_serving_module(unpack(tarball, Path(tmp)))
@@ -73,11 +74,11 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
         if dry_run:
             echo(f"[dry-run] would start the local endpoint on port {deploy.local_port} serving {tarball}")
         else:
-            promoted.deployment = local_target.start(tarball, deploy, cfg.output_dir, choice.run_id)
+            promoted.deployment = background.start(tarball, deploy, cfg.output_dir, choice.run_id)
             promoted.deployment["invoke"] = "dogbreeds invoke IMAGE_PATH_OR_URL"
     else:
-        from deploy.aws_calls import AwsCalls
-        from deploy.aws_deploy import deploy_to_sagemaker
+        from deploy.aws.calls import AwsCalls
+        from deploy.aws.deployment import deploy_to_sagemaker
 
         calls = AwsCalls(region=deploy.region, dry_run=dry_run, echo=echo)
         environment = serving_environment(tarball, cfg.serve)

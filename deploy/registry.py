@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from experiments.tracking import MODEL_ARTIFACT
+from lightning_app.tracking import MODEL_ARTIFACT
 
 CHAMPION, PREVIOUS = "champion", "previous"
 

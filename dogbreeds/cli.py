@@ -31,7 +31,7 @@ def on_sagemaker(cfg, verb: str, args) -> bool:
         if args.dry_run:
             raise ValueError("--dry-run prints SageMaker job definitions: add backend=sagemaker")
         return False
-    from deploy.training_jobs import submit
+    from experiments.sagemaker_jobs.submit import submit
 
     print("\n".join(submit(cfg, verb, args.overrides, args.dry_run)))
     return True
@@ -65,8 +65,8 @@ def cmd_jobs(args) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from deploy import job_status
-    from experiments.tracking import resolve_tracking_uri
+    from experiments.sagemaker_jobs import status as job_status
+    from lightning_app.tracking import resolve_tracking_uri
 
     chosen = [o for o in args.overrides if o.startswith("backend=")]
     cfg = load_config([*(() if chosen else ["backend=sagemaker"]), *args.overrides])
@@ -85,7 +85,7 @@ def cmd_jobs(args) -> None:
 
 
 def cmd_package(args) -> None:
-    from deploy.package import build_package
+    from deploy.packaging.builder import build_package
 
     cfg = load_config(args.overrides)
     out = build_package(args.source, args.out, cfg.tracking_uri, args.model_version)
@@ -93,7 +93,7 @@ def cmd_package(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from deploy.endpoint import serve
+    from deploy.local_endpoint.process import serve
 
     cfg = load_config(args.overrides)
     serve(args.source, cfg.serve, cfg.tracking_uri)
@@ -108,7 +108,7 @@ def cmd_promote(args) -> None:
 def cmd_teardown(args) -> None:
     cfg = load_config(args.overrides)
     if cfg.deploy.target == "local":
-        from deploy.local_target import read_state, stop
+        from deploy.local_endpoint.background import read_state, stop
 
         if args.dry_run:
             state = read_state(cfg.output_dir)
@@ -117,8 +117,8 @@ def cmd_teardown(args) -> None:
         state = stop(cfg.output_dir)
         print(f"stopped local endpoint pid {state['pid']} ({state['url']})" if state else "no local endpoint")
         return
-    from deploy.aws_calls import AwsCalls
-    from deploy.aws_deploy import teardown
+    from deploy.aws.calls import AwsCalls
+    from deploy.aws.deployment import teardown
 
     deleted = teardown(AwsCalls(region=cfg.deploy.region, dry_run=args.dry_run), cfg.deploy)
     print(f"{len(deleted)} resource(s) {'would be ' if args.dry_run else ''}deleted")
@@ -130,7 +130,7 @@ def cmd_invoke(args) -> None:
     cfg = load_config(args.overrides)
     event = invoke.event_for(args.image)
     if cfg.deploy.target == "local":
-        from deploy.local_target import read_state
+        from deploy.local_endpoint.background import read_state
 
         state = read_state(cfg.output_dir)
         if state is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from conf.loader import load_config
-from deploy import local_target
 from deploy.invoke import event_for, format_predictions, invoke_local, parse_response
+from deploy.local_endpoint import background
 from deploy.promote import promote, summary
 from experiments.sweep import run_sweep
 from lightning_app.layout import class_name
@@ -32,11 +32,11 @@ def main() -> None:
     print(summary(promoted))
     # One validation image through the Lambda handler (run locally) -> local endpoint -> serving code.
     image = sorted((DATA / "valid").glob("*/*"))[0]
-    state = local_target.read_state(cfg.output_dir)
+    state = background.read_state(cfg.output_dir)
     try:
         body = parse_response(invoke_local(event_for(str(image)), state["url"], state["endpoint_name"]))
     finally:
-        local_target.stop(cfg.output_dir)
+        background.stop(cfg.output_dir)
     print("\n=== dogbreeds demo: done ===")
     print(
         f"sweep:            {sweep.study_name}, best {cfg.sweep.metric}={sweep.best_value:.3f} (run {sweep.best_run_id})"

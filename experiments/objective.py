@@ -20,8 +20,9 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 from optuna_integration import PyTorchLightningPruningCallback
 
-from experiments import sweep_tracking, tracking
+from experiments import sweep_tracking
 from experiments.search_space import SearchParam, apply_params
+from lightning_app import tracking
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import sweep_tracking, tracking
+from experiments import sweep_tracking
+from lightning_app import tracking
 
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,

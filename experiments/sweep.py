@@ -32,9 +32,10 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 from rich.console import Console
 
-from experiments import progress, study_setup, sweep_tracking, tracking
+from experiments import progress, study_setup, sweep_tracking
 from experiments.objective import StaleTrialHandler, TrialObjective
 from experiments.search_space import SearchParam, parse_space
+from lightning_app import tracking
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

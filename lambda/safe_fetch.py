@@ -1,1 +1,1 @@
-../deploy/serving/safe_fetch.py
+../deploy/packaging/serving/safe_fetch.py

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import tracking
+from lightning_app import tracking
 
 log = logging.getLogger(__name__)
 

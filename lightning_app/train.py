@@ -17,8 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import tracking
-from lightning_app import layout, resume
+from lightning_app import layout, resume, tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.module import BreedClassifier

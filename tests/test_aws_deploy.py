@@ -19,11 +19,11 @@ import pytest
 from botocore.stub import Stubber
 
 from conf.loader import load_config
-from deploy import autoscaling, aws_lambda, aws_sagemaker, iam
-from deploy.aws_calls import AwsCalls
-from deploy.aws_deploy import deploy_to_sagemaker, teardown
+from deploy.aws import autoscaling, iam, lambda_function, sagemaker_endpoint
+from deploy.aws.calls import AwsCalls
+from deploy.aws.deployment import deploy_to_sagemaker, teardown
 
-SHARED_FETCHER = Path(__file__).resolve().parent.parent / "deploy" / "serving" / "safe_fetch.py"
+SHARED_FETCHER = Path(__file__).resolve().parent.parent / "deploy" / "packaging" / "serving" / "safe_fetch.py"
 RUN_ID = "0123456789abcdef0123456789abcdef"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
 
@@ -132,7 +132,7 @@ def test_promote_to_moto_creates_exactly_the_configured_state(moto_endpoint, tar
         "python3.12",
         128,
     )
-    assert config["CodeSha256"] == aws_lambda.code_sha256(aws_lambda.build_zip())
+    assert config["CodeSha256"] == lambda_function.code_sha256(lambda_function.build_zip())
     assert function["Concurrency"]["ReservedConcurrentExecutions"] == 10
     alias = lam.get_alias(FunctionName="dogs-test-invoke", Name="live")
     assert alias["FunctionVersion"] == summary["lambda_version"]
@@ -217,7 +217,7 @@ def stubbed(service: str):
     return client, Stubber(client)
 
 
-PLAN = aws_sagemaker.EndpointPlan(
+PLAN = sagemaker_endpoint.EndpointPlan(
     endpoint_name="dogs",
     model_name="dogs-run2-abc",
     config_name="dogs-run2-def",
@@ -280,7 +280,7 @@ def test_better_run_updates_the_endpoint_blue_green(old_instance_type):
     )
     changes: list[bool] = []
     with stub:
-        action = aws_sagemaker.create_or_update_endpoint(sagemaker, PLAN, blue_green, {}, changes.append)
+        action = sagemaker_endpoint.create_or_update_endpoint(sagemaker, PLAN, blue_green, {}, changes.append)
         stub.assert_no_pending_responses()
     assert action == "updated"
     assert changes == [old_instance_type != PLAN.instance_type]
@@ -288,7 +288,7 @@ def test_better_run_updates_the_endpoint_blue_green(old_instance_type):
 
 def test_unknown_traffic_mode_is_refused():
     with pytest.raises(ValueError, match="all_at_once or canary"):
-        aws_sagemaker.deployment_config(deploy_cfg("deploy.blue_green.traffic=linear").blue_green)
+        sagemaker_endpoint.deployment_config(deploy_cfg("deploy.blue_green.traffic=linear").blue_green)
 
 
 def test_provisioned_concurrency_goes_on_the_alias():
@@ -299,8 +299,8 @@ def test_provisioned_concurrency_goes_on_the_alias():
         {"FunctionName": "dogs-invoke", "Qualifier": "live", "ProvisionedConcurrentExecutions": 3},
     )
     with stub:
-        aws_lambda.set_provisioned_concurrency(lam, "dogs-invoke", "live", 3)
-        aws_lambda.set_provisioned_concurrency(lam, "dogs-invoke", "live", 0)  # 0: no call at all
+        lambda_function.set_provisioned_concurrency(lam, "dogs-invoke", "live", 3)
+        lambda_function.set_provisioned_concurrency(lam, "dogs-invoke", "live", 0)  # 0: no call at all
         stub.assert_no_pending_responses()
 
 
@@ -314,13 +314,13 @@ def test_autoscaling_bounds_are_validated():
 
 def test_ecr_repository_arn_and_zip_are_stable():
     assert iam.ecr_repository_arn(IMAGE) == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
-    assert aws_lambda.build_zip() == aws_lambda.build_zip()
+    assert lambda_function.build_zip() == lambda_function.build_zip()
     assert iam.endpoint_arn("us-east-1", "1", "Dogs") == "arn:aws:sagemaker:us-east-1:1:endpoint/dogs"
 
 
 def test_lambda_zip_holds_the_shared_fetcher_and_runs_unzipped(tmp_path):
     """``lambda/safe_fetch.py`` is a symlink in git; the zip must hold the file itself, usable on its own."""
-    archive = zipfile.ZipFile(io.BytesIO(aws_lambda.build_zip()))
+    archive = zipfile.ZipFile(io.BytesIO(lambda_function.build_zip()))
     assert archive.namelist() == ["handler.py", "safe_fetch.py"]
     assert archive.read("safe_fetch.py") == SHARED_FETCHER.read_bytes()
     assert {info.external_attr >> 16 for info in archive.infolist()} == {0o644}  # regular files, no links

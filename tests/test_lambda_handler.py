@@ -17,7 +17,7 @@ import pytest
 from lambda_servers import INTERNAL_DETAIL, image_host, runtime_stand_in, self_signed_cert, start
 from PIL import Image
 
-from deploy.lambda_local import load_handler, local_runtime_client
+from deploy.invoke import load_handler, local_runtime_client
 
 ENDPOINT = "dogbreeds-test"
 LIMIT = 64 * 1024

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploy.package import PackageError, build_package, network_state_dict, unpack
-from deploy.server import load_serving_module
+from deploy.local_endpoint.server import load_serving_module
+from deploy.packaging.builder import PackageError, build_package, network_state_dict, unpack
 from lightning_app.images import eval_transform, load_rgb
 from lightning_app.module import BreedClassifier
 
-SERVING_DIR = Path(__file__).resolve().parent.parent / "deploy" / "serving"
+SERVING_DIR = Path(__file__).resolve().parent.parent / "deploy" / "packaging" / "serving"
 STDLIB = set(sys.stdlib_module_names)
 
 

@@ -13,14 +13,15 @@ from mlflow import MlflowClient
 from PIL import Image
 from test_lambda_handler import b64, function_url, http_v2, rest_v1
 
-from deploy import gate, local_target, registry
+from deploy import gate, registry
 from deploy.gate import PromotionRefused
 from deploy.invoke import event_for, invoke_local, parse_response
+from deploy.local_endpoint import background
 from deploy.promote import promote
-from experiments.tracking import log_pytorch_model
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import eval_transform
 from lightning_app.module import BreedClassifier
+from lightning_app.tracking import log_pytorch_model
 from lightning_app.train import train
 
 
@@ -60,7 +61,7 @@ def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, m
         assert (champion.run_id, str(champion.version)) == (result.run_id, promoted.registration.version)
 
         path, breed = correctly_classified_image(cfg, result.best_checkpoint)
-        state = local_target.read_state(cfg.output_dir)
+        state = background.read_state(cfg.output_dir)
         body = parse_response(invoke_local(event_for(str(path)), state["url"], state["endpoint_name"]))
         assert body["predictions"][0]["label"] == breed
 
@@ -88,10 +89,10 @@ def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, m
         from dogbreeds.cli import main
 
         assert main(["teardown", "--dry-run", f"output_dir={cfg.output_dir}"]) == 0
-        assert local_target.read_state(cfg.output_dir) == state  # a dry run stops nothing
+        assert background.read_state(cfg.output_dir) == state  # a dry run stops nothing
     finally:
-        stopped = local_target.stop(cfg.output_dir)
-    assert stopped["run_id"] == result.run_id and local_target.read_state(cfg.output_dir) is None
+        stopped = background.stop(cfg.output_dir)
+    assert stopped["run_id"] == result.run_id and background.read_state(cfg.output_dir) is None
 
     # the same run to SageMaker (moto): the real package goes to S3, dry run first changes nothing
     aws = cfg.copy()

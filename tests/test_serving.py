@@ -25,8 +25,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conf.loader import load_config
-from deploy.endpoint import launch, start_in_thread, wait_until_ready
-from deploy.package import build_package, unpack
+from deploy.local_endpoint.process import launch, start_in_thread, wait_until_ready
+from deploy.packaging.builder import build_package, unpack
 
 MIB = 1024 * 1024
 

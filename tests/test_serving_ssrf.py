@@ -1,6 +1,6 @@
 """The SSRF-safe URL fetcher, tested once for both artifacts that ship it, then the endpoint's use of it.
 
-``deploy/serving/safe_fetch.py`` is the single source: it is copied into ``model.tar.gz`` and (through the
+``deploy/packaging/serving/safe_fetch.py`` is the single source: it is copied into ``model.tar.gz`` and (through the
 ``lambda/safe_fetch.py`` symlink) into the Lambda zip; the Lambda tests cover only the handler's mapping.
 Unsafe targets are refused *before* any connection is made: connections are observed with a real audit
 hook on ``socket.connect`` (no mocks). A name that must look public points at a local HTTPS server (real
@@ -21,9 +21,9 @@ import pytest
 from lambda_servers import image_host, self_signed_cert, start
 
 from conf.loader import load_config
-from deploy.endpoint import start_in_thread
-from deploy.package import build_package, unpack
-from deploy.serving.safe_fetch import (
+from deploy.local_endpoint.process import start_in_thread
+from deploy.packaging.builder import build_package, unpack
+from deploy.packaging.serving.safe_fetch import (
     FetchError,
     FetchRules,
     FetchTimeout,

@@ -11,7 +11,7 @@ import pytest
 from conftest import BIN, free_port
 from mlflow import MlflowClient
 
-from deploy.training_jobs import JOB_TAG, PROJECT_ROOT, job_overrides
+from experiments.sagemaker_jobs.submit import JOB_TAG, PROJECT_ROOT, job_overrides
 from lightning_app import resume
 from lightning_app.module import BreedClassifier
 

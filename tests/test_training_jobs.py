@@ -10,9 +10,10 @@ import pytest
 from mlflow import MlflowClient
 
 from conf.loader import load_config
-from deploy import job_status, training_jobs
-from deploy.training_entry import environment_overrides
 from dogbreeds.cli import main
+from experiments.sagemaker_jobs import status as job_status
+from experiments.sagemaker_jobs import submit as training_jobs
+from experiments.sagemaker_jobs.entry import environment_overrides
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreeds-training"
 BASE = [
@@ -106,8 +107,8 @@ def test_train_job_definition_as_sagemaker_receives_it(sagemaker):
         for o in s3.list_objects_v2(Bucket="dogbreeds-staging", Prefix=code)["Contents"]
     }
     assert {
-        "deploy/training_entry.py",
-        "deploy/training_requirements.txt",
+        "experiments/sagemaker_jobs/entry.py",
+        "experiments/sagemaker_jobs/requirements.txt",
         "lightning_app/train.py",
     } <= uploaded
     assert not [k for k in uploaded if k.startswith((".venv/", ".git/")) or "__pycache__" in k]

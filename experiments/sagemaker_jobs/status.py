@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from deploy.training_jobs import JOB_TAG
+from experiments.sagemaker_jobs.submit import JOB_TAG
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ or sweep worker as a local run. The data channel becomes ``data.root``; torchrun
 secrets come from AWS Secrets Manager into the environment, never into logs or arguments.
 Rank 0 copies the best checkpoint to ``SM_MODEL_DIR``, which SageMaker uploads as model.tar.gz.
 
-    python deploy/training_entry.py --verb train --overrides '["model=resnet50", ...]'
+    python experiments/sagemaker_jobs/entry.py --verb train --overrides '["model=resnet50", ...]'
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 # Run as a script from the uploaded source folder: make the project's packages importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from deploy.training_jobs import CHECKPOINT_ENV, DATA_CHANNEL, JOB_TAG, SECRET_ENV, override_key  # noqa: E402
+from experiments.sagemaker_jobs.submit import CHECKPOINT_ENV, DATA_CHANNEL, JOB_TAG, SECRET_ENV, override_key  # noqa: E402
 
-log = logging.getLogger("deploy.training_entry")
+log = logging.getLogger("experiments.sagemaker_jobs.entry")
 
 
 def environment_overrides(env: Mapping[str, str]) -> list[str]:

@@ -29,7 +29,7 @@ import torchvision
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
-if __package__:  # imported from the repository as deploy.serving.inference
+if __package__:  # imported from the repository as deploy.packaging.serving.inference
     from . import safe_fetch
 else:  # SageMaker puts code/ on the path and imports modules top-level
     import safe_fetch

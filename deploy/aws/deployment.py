@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deploy import autoscaling, aws_lambda, aws_sagemaker, iam
-from deploy.aws_calls import AwsCalls
+from deploy.aws import autoscaling, iam, lambda_function, sagemaker_endpoint
+from deploy.aws.calls import AwsCalls
 
 PROJECT_TAG = "project"
 RUN_TAG = "run-id"
@@ -34,9 +34,9 @@ def deploy_to_sagemaker(
         raise ValueError("deploy.bucket is required for deploy=sagemaker (where model.tar.gz is uploaded)")
     tags = resource_tags(deploy, run_id)
     account = calls.account_id()
-    image_uri = aws_sagemaker.inference_image_uri(deploy)
+    image_uri = sagemaker_endpoint.inference_image_uri(deploy)
     key = f"{deploy.prefix.strip('/')}/{run_id}/model.tar.gz"
-    model_data_url = aws_sagemaker.upload_model(
+    model_data_url = sagemaker_endpoint.upload_model(
         calls.client("s3"), tarball, deploy.bucket, key, deploy.region
     )
     role_arn = deploy.execution_role_arn or iam.upsert_role(
@@ -49,13 +49,13 @@ def deploy_to_sagemaker(
         tags,
     )
     environment = dict(environment or {})
-    model_name = aws_sagemaker.resource_name(
+    model_name = sagemaker_endpoint.resource_name(
         deploy.endpoint_name, run_id, image_uri, model_data_url, json.dumps(environment, sort_keys=True)
     )
-    plan = aws_sagemaker.EndpointPlan(
+    plan = sagemaker_endpoint.EndpointPlan(
         endpoint_name=deploy.endpoint_name,
         model_name=model_name,
-        config_name=aws_sagemaker.resource_name(
+        config_name=sagemaker_endpoint.resource_name(
             deploy.endpoint_name, run_id, model_name, deploy.instance_type, str(deploy.instance_count)
         ),
         variant_name=deploy.variant_name,
@@ -68,21 +68,21 @@ def deploy_to_sagemaker(
         environment=environment,
     )
     sagemaker = calls.client("sagemaker")
-    aws_sagemaker.ensure_model(sagemaker, plan, tags)
-    aws_sagemaker.ensure_endpoint_config(sagemaker, plan, tags)
+    sagemaker_endpoint.ensure_model(sagemaker, plan, tags)
+    sagemaker_endpoint.ensure_endpoint_config(sagemaker, plan, tags)
     scaling = calls.client("application-autoscaling")
 
     def step_aside(instance_type_changes: bool) -> None:
         if instance_type_changes and autoscaling.remove(scaling, deploy.endpoint_name, deploy.variant_name):
             echo("instance type changes: autoscaling deregistered for the update, re-registered after it")
 
-    endpoint_action = aws_sagemaker.create_or_update_endpoint(
+    endpoint_action = sagemaker_endpoint.create_or_update_endpoint(
         sagemaker, plan, deploy.blue_green, tags, step_aside
     )
     if not calls.dry_run:
-        aws_sagemaker.wait_in_service(sagemaker, deploy.endpoint_name, deploy.wait_timeout_s, echo=echo)
+        sagemaker_endpoint.wait_in_service(sagemaker, deploy.endpoint_name, deploy.wait_timeout_s, echo=echo)
     autoscaling.apply(scaling, deploy.endpoint_name, deploy.variant_name, deploy.autoscaling, tags)
-    function = aws_lambda.deploy_lambda(calls, deploy, account, tags)
+    function = lambda_function.deploy_lambda(calls, deploy, account, tags)
     return {
         "endpoint": deploy.endpoint_name,
         "endpoint_action": endpoint_action,
@@ -123,7 +123,7 @@ def teardown(calls: AwsCalls, deploy, echo=print) -> list[str]:
             deleted.append(f"model {item['ModelName']}")
     deleted += _teardown_lambda(calls, deploy)
     iam_client = calls.client("iam")
-    for role in (aws_lambda.role_name(deploy), sagemaker_role_name(deploy)):
+    for role in (lambda_function.role_name(deploy), sagemaker_role_name(deploy)):
         if _role_is_ours(iam_client, role, project, endpoint) and iam.delete_role(iam_client, role):
             deleted.append(f"role {role}")
     if deploy.delete_s3 and deploy.bucket:
@@ -134,7 +134,7 @@ def teardown(calls: AwsCalls, deploy, echo=print) -> list[str]:
 
 
 def _teardown_lambda(calls: AwsCalls, deploy) -> list[str]:
-    lam, logs, name = calls.client("lambda"), calls.client("logs"), aws_lambda.function_name(deploy)
+    lam, logs, name = calls.client("lambda"), calls.client("logs"), lambda_function.function_name(deploy)
     deleted = []
     try:
         arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]

@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from deploy import endpoint
+from deploy.local_endpoint import process as endpoint_process
 
 STATE_FILE = "local_endpoint.json"
 
@@ -58,10 +58,10 @@ def start(tarball: Path, deploy, output_dir: str, run_id: str, timeout_s: float 
     log_path = Path(output_dir) / "local_endpoint.log"
     # The server answers the runtime route only under its own endpoint name: make it the deployed one.
     overrides = [f"serve.endpoint_name={deploy.endpoint_name}"]
-    process = endpoint.launch(str(tarball), overrides, log_path, deploy.local_port)
+    process = endpoint_process.launch(str(tarball), overrides, log_path, deploy.local_port)
     url = f"http://127.0.0.1:{deploy.local_port}"
     try:
-        endpoint.wait_until_ready(url, timeout_s, alive=lambda: process.poll() is None)
+        endpoint_process.wait_until_ready(url, timeout_s, alive=lambda: process.poll() is None)
     except BaseException:
         process.terminate()
         raise

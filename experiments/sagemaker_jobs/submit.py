@@ -1,8 +1,8 @@
 """``train``/``sweep`` with ``backend=sagemaker``: SageMaker training jobs via the SDK v3 ``ModelTrainer``.
 
-Each job uploads this project's source, installs ``deploy/training_requirements.txt`` on top of the
+Each job uploads this project's source, installs ``experiments/sagemaker_jobs/requirements.txt`` on top of the
 AWS PyTorch training image, reads the data from an ``s3://`` channel and runs
-``deploy/training_entry.py``, which calls the same ``train(cfg)`` / sweep worker as a local run.
+``experiments/sagemaker_jobs/entry.py``, which calls the same ``train(cfg)`` / sweep worker as a local run.
 
 - ``train``: one job of ``backend.instance_count`` instances; torchrun (the SDK's ``Torchrun``) starts
   one process per GPU on each, and Lightning DDP spans all of them.
@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-ENTRY_SCRIPT = "deploy/training_entry.py"
-REQUIREMENTS = "deploy/training_requirements.txt"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ENTRY_SCRIPT = "experiments/sagemaker_jobs/entry.py"
+REQUIREMENTS = "experiments/sagemaker_jobs/requirements.txt"
 DATA_CHANNEL = "training"  # SM_CHANNEL_TRAINING in the job
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 SECRET_ENV = "DOGBREEDS_SECRET_ID"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.package import build_package, unpack
+from deploy.packaging.builder import build_package, unpack
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def prepare_package(source: str, workdir: Path, tracking_uri: str | None = None)
 
 def app_from_environment():
     """Uvicorn factory for ``serve.workers > 1``: each worker process builds its own app and model."""
-    from deploy.server import create_app
+    from deploy.local_endpoint.server import create_app
 
     return create_app(os.environ[PACKAGE_ENV], OmegaConf.create(json.loads(os.environ[CONFIG_ENV])))
 
@@ -58,7 +58,7 @@ def serve(source: str, cfg: DictConfig, tracking_uri: str | None = None) -> None
     """Serve until SIGTERM/SIGINT, then drain in-flight requests (blocking; ``dogbreeds serve``)."""
     import uvicorn
 
-    from deploy.server import create_app
+    from deploy.local_endpoint.server import create_app
 
     with tempfile.TemporaryDirectory(prefix="dogbreeds-serve-") as tmp:
         package_dir = prepare_package(source, Path(tmp), tracking_uri)
@@ -98,7 +98,7 @@ def start_in_thread(package_dir: Path, cfg: DictConfig, timeout: float = 120.0) 
     """Start on ``cfg.host`` (port 0 picks a free one) and return once ``/ping`` answers 200."""
     import uvicorn
 
-    from deploy.server import create_app
+    from deploy.local_endpoint.server import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

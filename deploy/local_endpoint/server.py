@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deploy.batching import MicroBatcher
+from deploy.local_endpoint.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 

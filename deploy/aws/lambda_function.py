@@ -16,9 +16,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from deploy import iam
-from deploy.lambda_local import LAMBDA_DIR
+from deploy.aws import iam
 
+# The handler folder as deployed (``lambda`` is a keyword, so it is a folder, not a package).
+LAMBDA_DIR = Path(__file__).resolve().parents[2] / "lambda"
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 HANDLER = "handler.handler"
 

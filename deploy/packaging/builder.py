@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from deploy.serving import inference
+from deploy.packaging.serving import inference
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def download_run_checkpoint(run_id: str, tracking_uri: str | None, dest: Path) -
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from experiments.tracking import CHECKPOINT_ARTIFACT, resolve_tracking_uri
+    from lightning_app.tracking import CHECKPOINT_ARTIFACT, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
@@ -139,7 +139,7 @@ def write_tarball(out: Path, files: dict[str, bytes]) -> Path:
 
 
 def serving_code() -> dict[str, bytes]:
-    folder = resources.files("deploy") / "serving"
+    folder = resources.files("deploy.packaging") / "serving"
     return {f"code/{name}": (folder / name).read_bytes() for name in SERVING_FILES}
 
 
