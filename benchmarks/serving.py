@@ -160,7 +160,7 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
 
     torch.set_num_threads(threads)
     serving = load_serving_module(package_dir)
-    model = serving.load_model(package_dir, serving.Settings(), "auto")
+    model = serving.load_model(package_dir, serving.ServingSettings(), "auto")
     tensor = serving.decode_image(image, model)
 
     def timed(n: int) -> float:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from conf.loader import ConfigError, load_config
+from experiments.launch import launch
 
 OVERRIDES_HELP = "Hydra overrides, e.g. model=resnet50 model.lr=3e-4 data.root=s3://bucket/dogImages"
 
@@ -23,40 +24,11 @@ def cmd_sample_data(args) -> None:
     print(f"wrote {sum(counts.values())} images to {args.out} ({counts})")
 
 
-def on_sagemaker(cfg, verb: str, args) -> bool:
-    """``backend=sagemaker``: launch (or with --dry-run print) training jobs instead of running here."""
-    if cfg.backend.name not in ("local", "sagemaker"):
-        raise ValueError(f"backend={cfg.backend.name!r}: choose local or sagemaker")
-    if cfg.backend.name == "local":
-        if args.dry_run:
-            raise ValueError("--dry-run prints SageMaker job definitions: add backend=sagemaker")
-        return False
-    from experiments.sagemaker_jobs.submit import submit
-
-    print("\n".join(submit(cfg, verb, args.overrides, args.dry_run)))
-    return True
-
-
-def cmd_train(args) -> None:
+def cmd_launch(args) -> None:
+    """``train`` and ``sweep``: where they run (here or SageMaker jobs) is the ``backend`` config choice."""
     cfg = load_config(args.overrides)  # before importing torch: a typo is reported in a fraction of a second
-    if on_sagemaker(cfg, "train", args):
-        return
-    from lightning_app.train import train
-
-    result = train(cfg)
-    if result.run_id:
-        print(f"run {result.run_id}: best checkpoint {result.best_checkpoint}")
-        for name in sorted(result.metrics):
-            print(f"  {name} = {result.metrics[name]:.4f}")
-
-
-def cmd_sweep(args) -> None:
-    from experiments.sweep import run_sweep
-
-    cfg = load_config(args.overrides)
-    if on_sagemaker(cfg, "sweep", args):
-        return
-    run_sweep(cfg, args.overrides)
+    for line in launch(cfg, args.verb, args.overrides, args.dry_run):
+        print(line)
 
 
 def cmd_jobs(args) -> None:
@@ -157,12 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help="fine-tune one model, tracked as one MLflow run")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.add_argument("--dry-run", action="store_true", help="backend=sagemaker: print the job definitions")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_launch)
 
     sweep = verbs.add_parser("sweep", help="Optuna study of train runs, nested under one MLflow parent run")
     sweep.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + " sweep=default sweep.n_trials=40")
     sweep.add_argument("--dry-run", action="store_true", help="backend=sagemaker: print the job definitions")
-    sweep.set_defaults(func=cmd_sweep)
+    sweep.set_defaults(func=cmd_launch)
 
     jobs = verbs.add_parser(
         "jobs", help="this project's SageMaker training jobs: status, cost so far, MLflow run"

@@ -47,7 +47,7 @@ class BadRequest(Exception):
 
 
 @dataclass(frozen=True)
-class Settings:
+class HandlerSettings:
     endpoint_name: str
     max_image_bytes: int
     fetch_timeout_s: float
@@ -55,9 +55,9 @@ class Settings:
 
 
 @functools.cache
-def settings() -> Settings:
+def settings() -> HandlerSettings:
     """Read the function's environment once (it cannot change within an execution environment)."""
-    return Settings(
+    return HandlerSettings(
         endpoint_name=os.environ.get("ENDPOINT_NAME", ""),
         max_image_bytes=int(os.environ.get("MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)),
         fetch_timeout_s=float(os.environ.get("FETCH_TIMEOUT_S", 5)),
@@ -146,7 +146,7 @@ def _from_proxy_event(event: dict, limit: int) -> tuple[bytes | None, str | None
     return _from_json_payload(payload, limit)
 
 
-def image_from_event(event, config: Settings, fetch_rules: FetchRules | None = None) -> bytes:
+def image_from_event(event, config: HandlerSettings, fetch_rules: FetchRules | None = None) -> bytes:
     """The image bytes the event asks about, fetched safely when it names a URL."""
     if not isinstance(event, dict):
         raise BadRequest(f"the event must be a JSON object: {USAGE}")

@@ -37,6 +37,7 @@ def test_tarball_layout_and_metadata(trained_run, package):
     with tarfile.open(tarball) as tar:
         assert sorted(tar.getnames()) == [
             "code/inference.py",
+            "code/request_codec.py",
             "code/safe_fetch.py",
             "metadata.json",
             "model.pt",
@@ -61,7 +62,7 @@ def test_packaged_model_gives_the_checkpoint_top_k(trained_run, package, sample_
     result, _ = trained_run
     _, folder = package
     serving = load_serving_module(folder)
-    model = serving.load_model(folder, serving.Settings(top_k=3), device="cpu")
+    model = serving.load_model(folder, serving.ServingSettings(top_k=3), device="cpu")
     reference = BreedClassifier.load_from_checkpoint(
         result.best_checkpoint, map_location="cpu", weights_only=False
     )
@@ -110,7 +111,8 @@ except inference.RequestError as err:
 @pytest.mark.parametrize(
     ("name", "allowed"),
     [
-        ("inference.py", {"torch", "torchvision", "PIL", "safe_fetch", "sagemaker_inference"}),
+        ("inference.py", {"torch", "torchvision", "safe_fetch", "request_codec"}),
+        ("request_codec.py", {"torch", "PIL", "safe_fetch", "sagemaker_inference", "inference"}),
         ("safe_fetch.py", set()),  # also shipped in the Lambda zip: standard library only
     ],
 )
@@ -145,7 +147,7 @@ def test_tampered_weights_are_refused(package, tmp_path):
     weights.write_bytes(bytes(data))
     serving = load_serving_module(folder)
     with pytest.raises(ValueError, match="sha256"):
-        serving.load_model(folder, serving.Settings())
+        serving.load_model(folder, serving.ServingSettings())
 
 
 def test_dropout_head_is_stored_as_a_plain_linear():

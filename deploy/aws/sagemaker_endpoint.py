@@ -29,7 +29,7 @@ class EndpointPlan:
     model_data_url: str
     role_arn: str
     region: str
-    # The serving code's limits as DOGBREEDS_* variables (the package's Settings.to_env()).
+    # The serving code's limits as DOGBREEDS_* variables (the package's ServingSettings.to_env()).
     environment: dict
 
 

@@ -57,7 +57,7 @@ def load_serving_module(package_dir: Path) -> types.ModuleType:
 
 
 def serving_settings(serving: types.ModuleType, cfg) -> object:
-    """The ``serve`` config section as the package's own ``Settings``."""
+    """The ``serve`` config section as the package's own ``ServingSettings``."""
     fetch = None
     if cfg.url_fetch.enabled:
         fetch = serving.safe_fetch.FetchRules(
@@ -66,7 +66,7 @@ def serving_settings(serving: types.ModuleType, cfg) -> object:
             cfg.url_fetch.timeout_s,
             cfg.url_fetch.max_redirects,
         )
-    return serving.Settings(cfg.top_k, cfg.max_image_pixels, cfg.max_images_per_request, fetch)
+    return serving.ServingSettings(cfg.top_k, cfg.max_image_pixels, cfg.max_images_per_request, fetch)
 
 
 class PayloadTooLarge(ValueError):
