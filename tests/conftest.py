@@ -173,7 +173,7 @@ def postgres_url():
             check=True,
             capture_output=True,
         )
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/dogbreeds"
+        yield f"postgresql://postgres@127.0.0.1:{port}/dogbreeds"
     finally:
         subprocess.run(
             [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
