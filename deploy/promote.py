@@ -136,8 +136,7 @@ def apply_and_record(client: MlflowClient, registration: registry.Registration, 
         raise
     record = records.deployment_record(plan.to_dict(), applied, started)
     where = records.save_record(client, registration.name, registration.version, record)
-    outputs = {entry["kind"]: entry["outputs"] for entry in applied}
-    scaling = deploy.autoscaling
+    scaling, function, alias = deploy.autoscaling, plan.step("lambda-function"), plan.step("lambda-alias")
     return {
         "endpoint": f"{plan.endpoint} ({plan.step('endpoint').action})",
         "endpoint_config": plan.step("endpoint-config").name,
@@ -146,13 +145,7 @@ def apply_and_record(client: MlflowClient, registration: registry.Registration, 
         "image": plan.artifacts.image_uri,
         "scaling": f"{scaling.min_instances}..{scaling.max_instances} instances, "
         f"target {scaling.target_invocations_per_instance:g} invocations/instance/min",
-        "lambda": f"{plan.step('lambda-function').name} ({plan.step('lambda-function').action}), "
-        f"alias {plan.step('lambda-alias').name}"
-        + (
-            f" -> version {outputs['lambda-alias']['Version']}"
-            if "Version" in outputs["lambda-alias"]
-            else ""
-        ),
+        "lambda": f"{function.name} ({function.action}), alias {alias.name} ({alias.action})",
         "record": where,
         "invoke": f"dogbreeds invoke IMAGE_PATH_OR_URL deploy=sagemaker deploy.endpoint_name={plan.endpoint}",
     }

@@ -10,45 +10,37 @@ from deploy.aws.observe import Observed
 from deploy.aws.steps import CREATE, UNCHANGED, UPDATE, WAIT_IN_SERVICE, Artifacts, Call, Step, step
 
 
+def _create_unless(exists: bool, kind: str, name: str, identity: dict, call: Call, present: str) -> Step:
+    """Resources that are never updated in place: there (``present`` says why that suffices) or created."""
+    if exists:
+        return step(kind, name, UNCHANGED, present, identity)
+    return step(kind, name, CREATE, "absent", identity, call)
+
+
 def storage_steps(
     deploy, names: ResourceNames, artifacts: Artifacts, tags: dict, seen: Observed
 ) -> list[Step]:
     bucket = {"Bucket": names.bucket}
-    location = (
-        {}
-        if deploy.region == "us-east-1"
-        else {"CreateBucketConfiguration": {"LocationConstraint": deploy.region}}
-    )
+    location = {"LocationConstraint": deploy.region}
+    create_bucket = {
+        **bucket,
+        **({} if deploy.region == "us-east-1" else {"CreateBucketConfiguration": location}),
+    }
     steps = [
-        step(
+        _create_unless(
+            seen.bucket_exists,
             "s3-bucket",
             names.bucket,
-            UNCHANGED,
+            bucket,
+            Call("s3", "create_bucket", create_bucket),
             "exists (never deleted: it may hold other deployments)",
-            bucket,
-        )
-        if seen.bucket_exists
-        else step(
-            "s3-bucket",
-            names.bucket,
-            CREATE,
-            "absent",
-            bucket,
-            Call("s3", "create_bucket", {**bucket, **location}),
         )
     ]
     target = {**bucket, "Key": names.key}
     if seen.object_sha256 == artifacts.tarball_sha256:
         return [*steps, step("s3-object", names.model_data_url, UNCHANGED, "same sha256", target)]
-    upload = Call(
-        "s3",
-        "upload_file",
-        {
-            "Filename": artifacts.tarball,
-            **target,
-            "ExtraArgs": {"Metadata": {"sha256": artifacts.tarball_sha256}, "Tagging": urlencode(tags)},
-        },
-    )
+    extra = {"Metadata": {"sha256": artifacts.tarball_sha256}, "Tagging": urlencode(tags)}
+    upload = Call("s3", "upload_file", {"Filename": artifacts.tarball, **target, "ExtraArgs": extra})
     action, reason = (
         (UPDATE, "another package (sha256 differs)") if seen.object_exists else (CREATE, "absent")
     )
@@ -56,10 +48,9 @@ def storage_steps(
 
 
 def model_steps(
-    deploy, names: ResourceNames, artifacts, role_arn: str, tags: dict, seen: Observed
+    deploy, names: ResourceNames, artifacts: Artifacts, role_arn: str, tags: dict, seen: Observed
 ) -> list[Step]:
-    model, config = {"ModelName": names.model}, {"EndpointConfigName": names.endpoint_config}
-    digest_note = "exists (its name is a digest of what defines it)"
+    digested = "exists (its name is a digest of what defines it)"
     model_request = sagemaker_endpoint.create_model_request(
         names.model,
         role_arn,
@@ -73,16 +64,35 @@ def model_steps(
         names.endpoint_config, names.model, deploy, tags
     )
     return [
-        step("sagemaker-model", names.model, UNCHANGED, digest_note, model)
-        if names.model in seen.models
-        else step("sagemaker-model", names.model, CREATE, "absent", model, Call("sagemaker", "create_model", model_request)),
-        step("endpoint-config", names.endpoint_config, UNCHANGED, digest_note, config)
-        if names.endpoint_config in seen.endpoint_configs
-        else step(
-            "endpoint-config", names.endpoint_config, CREATE, "absent", config,
-            Call("sagemaker", "create_endpoint_config", config_request),
+        _create_unless(
+            names.model in seen.models,
+            "sagemaker-model",
+            names.model,
+            {"ModelName": names.model},
+            Call("sagemaker", "create_model", model_request),
+            digested,
         ),
-    ]  # fmt: skip
+        _create_unless(
+            names.endpoint_config in seen.endpoint_configs,
+            "endpoint-config",
+            names.endpoint_config,
+            {"EndpointConfigName": names.endpoint_config},
+            Call("sagemaker", "create_endpoint_config", config_request),
+            digested,
+        ),
+    ]
+
+
+def _step_aside(names: ResourceNames, seen: Observed) -> list[Call]:
+    """Remove the variant's scaling so AWS accepts an instance type change; scaling_steps registers it again."""
+    key = autoscaling.target_key(names.scaling_target)
+    return [
+        *(
+            Call("application-autoscaling", "delete_scaling_policy", {"PolicyName": name, **key})
+            for name in seen.scaling.policies
+        ),
+        Call("application-autoscaling", "deregister_scalable_target", key),
+    ]
 
 
 def endpoint_step(deploy, names: ResourceNames, tags: dict, seen: Observed) -> tuple[Step, bool]:
@@ -91,49 +101,35 @@ def endpoint_step(deploy, names: ResourceNames, tags: dict, seen: Observed) -> t
     wait = Call("sagemaker", WAIT_IN_SERVICE, {**identity, "TimeoutSeconds": deploy.wait_timeout_s})
     current = seen.endpoint
     if current is None:
-        create = {
-            **identity,
-            "EndpointConfigName": names.endpoint_config,
-            "Tags": sagemaker_endpoint.as_tags(tags),
-        }
-        return step(
-            "endpoint",
-            names.endpoint,
-            CREATE,
-            "absent",
-            identity,
-            Call("sagemaker", "create_endpoint", create),
-            wait,
-        ), False
-    if current.config_name == names.endpoint_config:
-        busy = current.status != "InService"
-        reason = f"serves {current.config_name}" + (
-            f" ({current.status}: waits for InService)" if busy else ""
+        tagged = sagemaker_endpoint.as_tags(tags)
+        create = Call(
+            "sagemaker",
+            "create_endpoint",
+            {**identity, "EndpointConfigName": names.endpoint_config, "Tags": tagged},
         )
-        return step(
-            "endpoint", names.endpoint, UNCHANGED, reason, identity, *((wait,) if busy else ())
-        ), False
-    step_aside = current.instance_type != deploy.instance_type and seen.scaling is not None
+        return step("endpoint", names.endpoint, CREATE, "absent", identity, create, wait), False
+    if current.config_name == names.endpoint_config:
+        if current.status == "InService":
+            return step(
+                "endpoint", names.endpoint, UNCHANGED, f"serves {current.config_name}", identity
+            ), False
+        reason = f"serves {current.config_name} ({current.status}: waits for InService)"
+        return step("endpoint", names.endpoint, UNCHANGED, reason, identity, wait), False
     reason = f"serves {current.config_name}: blue/green update"
-    calls = []
-    if step_aside:
+    steps_aside = current.instance_type != deploy.instance_type and seen.scaling is not None
+    calls = _step_aside(names, seen) if steps_aside else []
+    if steps_aside:
         reason += (
             f"; instance type {current.instance_type} -> {deploy.instance_type}: autoscaling steps aside "
             "(deregistered before the update, registered again after it)"
         )
-        key = autoscaling.target_key(names.scaling_target)
-        calls += [
-            Call("application-autoscaling", "delete_scaling_policy", {"PolicyName": p, **key})
-            for p in seen.scaling.policies
-        ]
-        calls.append(Call("application-autoscaling", "deregister_scalable_target", key))
     update = {
         **identity,
         "EndpointConfigName": names.endpoint_config,
         "DeploymentConfig": sagemaker_endpoint.deployment_config(deploy.blue_green),
     }
     calls += [Call("sagemaker", "update_endpoint", update), wait]
-    return step("endpoint", names.endpoint, UPDATE, reason, identity, *calls), step_aside  # fmt: skip
+    return step("endpoint", names.endpoint, UPDATE, reason, identity, *calls), steps_aside
 
 
 def scaling_steps(
@@ -148,14 +144,8 @@ def scaling_steps(
     current = None if stepped_aside else seen.scaling
     wanted = (scaling.min_instances, scaling.max_instances)
     if current is None:
-        target = step(
-            "scalable-target",
-            names.scaling_target,
-            CREATE,
-            "deregistered above" if stepped_aside else "absent",
-            key,
-            register,
-        )
+        reason = "deregistered by the endpoint update above" if stepped_aside else "absent"
+        target = step("scalable-target", names.scaling_target, CREATE, reason, key, register)
     elif (current.min_capacity, current.max_capacity) != wanted:
         reason = f"capacity {current.min_capacity}..{current.max_capacity} -> {wanted[0]}..{wanted[1]}"
         target = step("scalable-target", names.scaling_target, UPDATE, reason, key, register)
@@ -172,9 +162,8 @@ def scaling_steps(
     if existing is None:
         policy = step("scaling-policy", names.scaling_policy, CREATE, "absent", policy_key, put)
     elif {k: existing.get(k) for k in tracking} != tracking:
-        policy = step(
-            "scaling-policy", names.scaling_policy, UPDATE, "target tracking differs", policy_key, put
-        )
+        reason = "target tracking differs"
+        policy = step("scaling-policy", names.scaling_policy, UPDATE, reason, policy_key, put)
     else:
         policy = step("scaling-policy", names.scaling_policy, UNCHANGED, "same target tracking", policy_key)
-    return [target, policy]  # fmt: skip
+    return [target, policy]
