@@ -281,6 +281,8 @@ class DeployConfig:
     wait_timeout_s: int = 1800
     project_tag: str = "dogbreeds"  # every AWS resource is tagged project=<this>, run-id=<run>
     delete_s3: bool = False  # teardown: also delete the uploaded model.tar.gz objects
+    # promote --dry-run: plan as if nothing existed in AWS, without reading it (no credentials needed).
+    assume_absent: bool = False
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
     blue_green: BlueGreenConfig = field(default_factory=BlueGreenConfig)
     function: FunctionConfig = field(default_factory=FunctionConfig)

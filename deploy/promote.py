@@ -2,7 +2,8 @@
 
 The gate runs before the registry is touched: a package that does not reproduce its run must not
 become ``champion``, even for a moment. Everything here is orchestration over the task modules
-(registry, package, gate, local_target, aws_deploy), so each step is testable on its own.
+(registry, packaging, gate, local endpoint, and for SageMaker: observe -> plan -> apply -> records),
+so each step is testable on its own.
 """
 
 from __future__ import annotations
@@ -40,9 +41,18 @@ def serving_environment(tarball: Path, serve_cfg) -> dict[str, str]:
 
 
 def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult:
+    """Gate, then (SageMaker) plan, then register @champion, then deploy and record what was deployed.
+
+    The plan comes before the registry so a config or credentials problem stops the promote while the
+    old champion is still champion; ``dry_run`` stops after printing the plan and touches no registry.
+    """
     deploy = cfg.deploy
     if deploy.target not in ("local", "sagemaker"):
         raise ValueError(f"deploy.target must be local or sagemaker, not {deploy.target!r}")
+    if deploy.assume_absent and not dry_run:
+        raise ValueError(
+            "deploy.assume_absent=true plans as if nothing existed in AWS: use it with --dry-run only"
+        )
     client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri))
     choice = registry.select_run(client, cfg.experiment_name, deploy.metric, deploy.direction, deploy.run_id)
     echo(f"promoting {choice.reason}")
@@ -55,37 +65,90 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
         f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "
         f"on {result.images} validation images (tolerance {result.tolerance})"
     )
+    promoted = PromoteResult(choice.run_id, choice.reason, result, None, tarball)
+    plan = None
+    if deploy.target == "sagemaker":
+        from deploy.aws.plan import format_plan
 
-    registration = None
+        plan = sagemaker_plan(cfg, choice.run_id, tarball)
+        echo(format_plan(plan))
     if dry_run:
         echo(f"[dry-run] would register run {choice.run_id} as {deploy.registered_model}@{registry.CHAMPION}")
-    else:
-        registration = registry.register_champion(client, deploy.registered_model, choice.run_id)
-        echo(
-            f"registered {registration.name} version {registration.version} as @{registry.CHAMPION}"
-            + (
-                f" (@{registry.PREVIOUS} = version {registration.previous_version})"
-                if registration.previous_version
-                else ""
-            )
-        )
-    promoted = PromoteResult(choice.run_id, choice.reason, result, registration, tarball)
-    if deploy.target == "local":
-        if dry_run:
+        if plan is None:
             echo(f"[dry-run] would start the local endpoint on port {deploy.local_port} serving {tarball}")
         else:
-            promoted.deployment = background.start(tarball, deploy, cfg.output_dir, choice.run_id)
-            promoted.deployment["invoke"] = "dogbreeds invoke IMAGE_PATH_OR_URL"
-    else:
-        from deploy.aws.calls import AwsCalls
-        from deploy.aws.deployment import deploy_to_sagemaker
+            promoted.deployment = {"plan": "printed above; nothing was changed (dry run)"}
+        return promoted
 
-        calls = AwsCalls(region=deploy.region, dry_run=dry_run, echo=echo)
-        environment = serving_environment(tarball, cfg.serve)
-        promoted.deployment = deploy_to_sagemaker(
-            calls, deploy, choice.run_id, tarball, environment, echo=echo
+    promoted.registration = registration = registry.register_champion(
+        client, deploy.registered_model, choice.run_id
+    )
+    echo(
+        f"registered {registration.name} version {registration.version} as @{registry.CHAMPION}"
+        + (
+            f" (@{registry.PREVIOUS} = version {registration.previous_version})"
+            if registration.previous_version
+            else ""
         )
+    )
+    if plan is None:
+        promoted.deployment = background.start(tarball, deploy, cfg.output_dir, choice.run_id)
+        promoted.deployment["invoke"] = "dogbreeds invoke IMAGE_PATH_OR_URL"
+    else:
+        promoted.deployment = apply_and_record(client, registration, plan, deploy, echo)
     return promoted
+
+
+def sagemaker_plan(cfg: DictConfig, run_id: str, tarball: Path):
+    """Observe AWS (or with ``deploy.assume_absent`` assume nothing exists) and plan the deployment."""
+    from deploy.aws import observe, sagemaker_endpoint
+    from deploy.aws.apply import package_artifacts
+    from deploy.aws.calls import AwsCalls
+    from deploy.aws.names import resource_names
+    from deploy.aws.plan import plan_deployment
+
+    deploy = cfg.deploy
+    artifacts = package_artifacts(
+        tarball, sagemaker_endpoint.inference_image_uri(deploy), serving_environment(tarball, cfg.serve)
+    )
+    if deploy.assume_absent:
+        seen = observe.nothing_exists()
+    else:
+        names = resource_names(deploy, run_id, artifacts.image_uri, artifacts.environment)
+        seen = observe.observe(AwsCalls(region=deploy.region), deploy, names)
+    return plan_deployment(deploy, run_id, artifacts, seen)
+
+
+def apply_and_record(client: MlflowClient, registration: registry.Registration, plan, deploy, echo) -> dict:
+    """Apply the plan, then record it with the model version, also when it stopped half way."""
+    from deploy import records
+    from deploy.aws import lambda_function
+    from deploy.aws.apply import ApplyFailed, apply_plan
+    from deploy.aws.calls import AwsCalls
+
+    started = records.now()
+    try:
+        applied = apply_plan(plan, AwsCalls(region=deploy.region).client, lambda_function.build_zip(), echo)
+    except ApplyFailed as failed:
+        record = records.deployment_record(plan.to_dict(), failed.applied, started, error=str(failed))
+        where = records.save_record(client, registration.name, registration.version, record)
+        echo(f"recorded what was done at {where}: dogbreeds teardown deletes it")
+        raise
+    record = records.deployment_record(plan.to_dict(), applied, started)
+    where = records.save_record(client, registration.name, registration.version, record)
+    scaling, function, alias = deploy.autoscaling, plan.step("lambda-function"), plan.step("lambda-alias")
+    return {
+        "endpoint": f"{plan.endpoint} ({plan.step('endpoint').action})",
+        "endpoint_config": plan.step("endpoint-config").name,
+        "model": plan.step("sagemaker-model").name,
+        "model_data": plan.model_data_url,
+        "image": plan.artifacts.image_uri,
+        "scaling": f"{scaling.min_instances}..{scaling.max_instances} instances, "
+        f"target {scaling.target_invocations_per_instance:g} invocations/instance/min",
+        "lambda": f"{function.name} ({function.action}), alias {alias.name} ({alias.action})",
+        "record": where,
+        "invoke": f"dogbreeds invoke IMAGE_PATH_OR_URL deploy=sagemaker deploy.endpoint_name={plan.endpoint}",
+    }
 
 
 def summary(result: PromoteResult) -> str:

@@ -89,11 +89,29 @@ def cmd_teardown(args) -> None:
         state = stop(cfg.output_dir)
         print(f"stopped local endpoint pid {state['pid']} ({state['url']})" if state else "no local endpoint")
         return
-    from deploy.aws.calls import AwsCalls
-    from deploy.aws.deployment import teardown
+    from mlflow import MlflowClient
 
-    deleted = teardown(AwsCalls(region=cfg.deploy.region, dry_run=args.dry_run), cfg.deploy)
-    print(f"{len(deleted)} resource(s) {'would be ' if args.dry_run else ''}deleted")
+    from deploy.aws.calls import AwsCalls
+    from deploy.aws.teardown import teardown
+    from deploy.records import load_records
+    from lightning_app.tracking import resolve_tracking_uri
+
+    deploy = cfg.deploy
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri))
+    found = load_records(client, deploy.registered_model, deploy.endpoint_name)
+    if not found:
+        print(
+            f"no deployment records of endpoint {deploy.endpoint_name!r} on model {deploy.registered_model!r} "
+            f"at {client.tracking_uri}: nothing promote created to delete (check tracking_uri)"
+        )
+        return
+    calls = AwsCalls(region=deploy.region)
+    calls.account_id()  # credentials first, with the hint, before any delete
+    result = teardown(calls.client, deploy, found, dry_run=args.dry_run)
+    print(
+        f"{len(result.deleted)} resource(s) {'would be ' if args.dry_run else ''}deleted, "
+        f"{len(result.gone)} already gone, {len(result.refused)} refused (not ours), {len(result.kept)} kept"
+    )
 
 
 def cmd_invoke(args) -> None:
@@ -158,14 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     promote = verbs.add_parser("promote", help="gate the best run, register it @champion, deploy it")
-    promote.add_argument("--dry-run", action="store_true", help="print every AWS call, change nothing")
+    promote.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the deployment plan (create/update/unchanged per resource), change nothing; "
+        "with deploy.assume_absent=true no AWS credentials are needed",
+    )
     promote.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker deploy.bucket=b"
     )
     promote.set_defaults(func=cmd_promote)
 
-    teardown = verbs.add_parser("teardown", help="delete what promote deployed (found by tags)")
-    teardown.add_argument("--dry-run", action="store_true", help="print every AWS call, change nothing")
+    teardown = verbs.add_parser(
+        "teardown", help="delete what promotes deployed (found by their records in the model registry)"
+    )
+    teardown.add_argument(
+        "--dry-run", action="store_true", help="print what would be deleted, change nothing"
+    )
     teardown.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker deploy.delete_s3=true"
     )

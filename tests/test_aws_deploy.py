@@ -1,7 +1,8 @@
-"""Deployment to AWS against moto in server mode (real boto3 over HTTP), read back with describe/get calls.
+"""Applying a plan and tearing it down against moto in server mode (real boto3 over HTTP), read back with
+describe/get calls, and recorded in a real MLflow registry.
 
-moto has no ``update_endpoint`` and no ``put_provisioned_concurrency_config``: those requests are checked
-against the AWS API model with botocore's Stubber instead.
+moto has no ``update_endpoint`` and no ``put_provisioned_concurrency_config``: the plan's requests for those
+are sent through botocore's Stubber instead, which checks them against the AWS API model.
 """
 
 from __future__ import annotations
@@ -10,22 +11,30 @@ import io
 import json
 import subprocess
 import sys
-import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.stub import Stubber
+from mlflow import MlflowClient
+from test_aws_plan import ARTIFACTS, NOTHING, RUN_ID, observed_after
 
 from conf.loader import load_config
-from deploy.aws import autoscaling, iam, lambda_function, sagemaker_endpoint
+from deploy import records
+from deploy.aws import iam, lambda_function
+from deploy.aws.apply import ApplyFailed, apply_plan, execute, package_artifacts
 from deploy.aws.calls import AwsCalls
-from deploy.aws.deployment import deploy_to_sagemaker, teardown
+from deploy.aws.names import resource_names
+from deploy.aws.observe import observe
+from deploy.aws.plan import format_plan, plan_deployment
+from deploy.aws.teardown import teardown
 
 SHARED_FETCHER = Path(__file__).resolve().parent.parent / "deploy" / "packaging" / "serving" / "safe_fetch.py"
-RUN_ID = "0123456789abcdef0123456789abcdef"
+NEXT_RUN_ID = "fedcba9876543210fedcba9876543210"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
+ENVIRONMENT = {"DOGBREEDS_TOP_K": "5"}
 
 
 def deploy_cfg(*overrides: str):
@@ -34,18 +43,12 @@ def deploy_cfg(*overrides: str):
             "deploy=sagemaker",
             "deploy.bucket=dogbreeds-models",
             "deploy.endpoint_name=dogs-test",
+            f"deploy.image_uri={IMAGE}",
             # moto lacks put_provisioned_concurrency_config (Stubber test below)
             "deploy.function.provisioned_concurrency=0",
             *overrides,
         ]
     ).deploy
-
-
-@pytest.fixture
-def tarball(tmp_path):
-    path = tmp_path / "model.tar.gz"
-    path.write_bytes(b"not really a model, moto does not look inside")
-    return path
 
 
 def tagged_arns(region="us-east-1") -> list[str]:
@@ -54,57 +57,76 @@ def tagged_arns(region="us-east-1") -> list[str]:
     return sorted(r["ResourceARN"] for r in found["ResourceTagMappingList"])
 
 
-def test_policies_pass_parliament_with_no_findings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import parliament
-
-    for policy in (
-        iam.lambda_policy("us-east-1", "123456789012", "dogs-test", "dogs-test-invoke"),
-        iam.sagemaker_policy("us-east-1", "123456789012", "dogs-test", "bkt", "dogbreeds/models", IMAGE),
-    ):
-        findings = parliament.analyze_policy_string(json.dumps(policy)).findings
-        assert [(f.issue, f.detail) for f in findings] == []
-    # and the linter is live: a wildcard policy is flagged
-    loose = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
-    }
-    assert parliament.analyze_policy_string(json.dumps(loose)).findings
+def plan_now(calls: AwsCalls, deploy, run_id: str, tarball: Path):
+    artifacts = package_artifacts(tarball, IMAGE, ENVIRONMENT)
+    names = resource_names(deploy, run_id, artifacts.image_uri, artifacts.environment)
+    return plan_deployment(deploy, run_id, artifacts, observe(calls, deploy, names))
 
 
-def test_promote_to_moto_creates_exactly_the_configured_state(moto_endpoint, tarball):
+def model_version(client: MlflowClient, experiment_id: str, tmp_path: Path) -> tuple[str, str]:
+    """A registered model version of a fresh run: where promote records its deployments."""
+    run_id = client.create_run(experiment_id).info.run_id
+    client.set_terminated(run_id)
+    if not client.search_registered_models("name = 'dogbreeds'"):
+        client.create_registered_model("dogbreeds")
+    version = client.create_model_version("dogbreeds", str(tmp_path / run_id), run_id=run_id).version
+    return run_id, str(version)
+
+
+def record(client: MlflowClient, version: str, plan, applied: list[dict], error: str | None = None) -> None:
+    entry = records.deployment_record(plan.to_dict(), applied, records.now(), error)
+    records.save_record(client, "dogbreeds", version, entry)
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+def test_apply_reapply_and_teardown_exactly_what_was_created(moto_endpoint, tmp_path):
     deploy = deploy_cfg()
     calls = AwsCalls(region="us-east-1")
-    environment = {"DOGBREEDS_TOP_K": "5"}
-    summary = deploy_to_sagemaker(calls, deploy, RUN_ID, tarball, environment, echo=lambda _: None)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("deploy", artifact_location=str(tmp_path / "artifacts"))
+    tarball = tmp_path / "model.tar.gz"
+    tarball.write_bytes(b"not really a model, moto does not look inside")
+
+    plan = plan_now(calls, deploy, RUN_ID, tarball)
+    assert {step.action for step in plan.steps} == {"create"}, format_plan(plan)
+    applied = apply_plan(plan, calls.client, lambda_function.build_zip(), echo=quiet)
+    _, version = model_version(client, experiment, tmp_path)
+    record(client, version, plan, applied)
     account = calls.account_id()
 
     sagemaker = boto3.client("sagemaker", region_name="us-east-1")
     endpoint = sagemaker.describe_endpoint(EndpointName="dogs-test")
-    assert endpoint["EndpointStatus"] == "InService"
-    assert endpoint["EndpointConfigName"] == summary["endpoint_config"]
-    variant = sagemaker.describe_endpoint_config(EndpointConfigName=summary["endpoint_config"])[
-        "ProductionVariants"
-    ][0]
+    config_name = plan.step("endpoint-config").name
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", config_name)
+    variant = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"], variant["VariantName"]) == (
         "ml.m5.large",
         1,
         "AllTraffic",
     )
-    model = sagemaker.describe_model(ModelName=summary["model"])
+    model = sagemaker.describe_model(ModelName=plan.step("sagemaker-model").name)
     assert model["PrimaryContainer"]["Image"] == IMAGE
     assert model["PrimaryContainer"]["Environment"] == {
         "SAGEMAKER_PROGRAM": "inference.py",
         "SAGEMAKER_REGION": "us-east-1",
-        **environment,
+        **ENVIRONMENT,
     }
     assert (
         model["PrimaryContainer"]["ModelDataUrl"]
         == f"s3://dogbreeds-models/dogbreeds/models/{RUN_ID}/model.tar.gz"
     )
+    assert (
+        model["ModelArn"] == next(e for e in applied if e["kind"] == "sagemaker-model")["outputs"]["ModelArn"]
+    )
     tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=endpoint["EndpointArn"])["Tags"]}
     assert tags == {"project": "dogbreeds", "run-id": RUN_ID, "endpoint": "dogs-test"}
+    s3 = boto3.client("s3", region_name="us-east-1")
+    key = f"dogbreeds/models/{RUN_ID}/model.tar.gz"
+    object_tags = s3.get_object_tagging(Bucket="dogbreeds-models", Key=key)["TagSet"]
+    assert {t["Key"]: t["Value"] for t in object_tags} == tags
 
     scaling = boto3.client("application-autoscaling", region_name="us-east-1")
     target = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
@@ -135,7 +157,10 @@ def test_promote_to_moto_creates_exactly_the_configured_state(moto_endpoint, tar
     assert config["CodeSha256"] == lambda_function.code_sha256(lambda_function.build_zip())
     assert function["Concurrency"]["ReservedConcurrentExecutions"] == 10
     alias = lam.get_alias(FunctionName="dogs-test-invoke", Name="live")
-    assert alias["FunctionVersion"] == summary["lambda_version"]
+    assert (
+        alias["FunctionVersion"]
+        == next(e for e in applied if e["kind"] == "lambda-alias")["outputs"]["Version"]
+    )
     assert lam.list_tags(Resource=config["FunctionArn"])["Tags"]["run-id"] == RUN_ID
 
     role = config["Role"].rsplit("/", 1)[1]
@@ -145,71 +170,72 @@ def test_promote_to_moto_creates_exactly_the_configured_state(moto_endpoint, tar
     assert iam_client.list_role_policies(RoleName=role)["PolicyNames"] == [f"{role}-policy"]
     assert iam_client.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
 
-    # idempotent: a second promote of the same run creates nothing new and does not fail
-    counts = (
-        len(sagemaker.list_models()["Models"]),
-        len(sagemaker.list_endpoint_configs()["EndpointConfigs"]),
-        len(sagemaker.list_endpoints()["Endpoints"]),
-    )
-    again = deploy_to_sagemaker(
-        AwsCalls(region="us-east-1"), deploy, RUN_ID, tarball, environment, echo=lambda _: None
-    )
-    assert again["endpoint_action"] == "unchanged" and again["lambda_action"] == "updated"
-    assert counts == (
-        len(sagemaker.list_models()["Models"]),
-        len(sagemaker.list_endpoint_configs()["EndpointConfigs"]),
-        len(sagemaker.list_endpoints()["Endpoints"]),
-    )
+    # the same promote again: observed state matches the plan, so nothing to do
+    again = plan_now(calls, deploy, RUN_ID, tarball)
+    assert {step.action for step in again.steps} == {"unchanged"}, format_plan(again)
+    assert {e["action"] for e in apply_plan(again, calls.client, lambda_function.build_zip(), quiet)} == {
+        "unchanged"
+    }
 
-    assert any(":endpoint/dogs-test" in arn for arn in tagged_arns())
-    # dry run of a teardown changes nothing; the real one leaves nothing tagged
-    dry = AwsCalls(region="us-east-1", dry_run=True, echo=lambda _: None)
-    teardown(dry, deploy, echo=lambda _: None)
-    assert {op for _, op, _ in dry.skipped} >= {"delete_endpoint", "delete_function", "delete_role"}
+    # a later run: new object, Model, EndpointConfig; the blue/green update is where moto stops (no
+    # update_endpoint), which exercises the half-applied record teardown must still honour
+    later = tmp_path / "later.tar.gz"
+    later.write_bytes(b"another package")
+    second = plan_now(calls, deploy, NEXT_RUN_ID, later)
+    assert {s.kind: s.action for s in second.steps if s.action != "unchanged"} == {
+        "s3-object": "create",
+        "sagemaker-model": "create",
+        "endpoint-config": "create",
+        "endpoint": "update",
+    }
+    with pytest.raises(ApplyFailed, match="deployment stopped at update endpoint dogs-test") as failed:
+        apply_plan(second, calls.client, lambda_function.build_zip(), quiet)
+    _, next_version = model_version(client, experiment, tmp_path)
+    record(client, next_version, second, failed.value.applied, str(failed.value))
+
+    # unrelated resources with similar names, and one of ours whose name someone else's tags now claim
+    sagemaker.create_model(
+        ModelName="dogs-test-manual",
+        ExecutionRoleArn=f"arn:aws:iam::{account}:role/someone",
+        PrimaryContainer={"Image": IMAGE},
+    )
+    s3.put_object(Bucket="dogbreeds-models", Key="dogbreeds/models/other/model.tar.gz", Body=b"x")
+    claimed = sagemaker.describe_model(ModelName=plan.step("sagemaker-model").name)["ModelArn"]
+    sagemaker.add_tags(ResourceArn=claimed, Tags=[{"Key": "endpoint", "Value": "someone-else"}])
+
+    found = records.load_records(client, "dogbreeds", "dogs-test")
+    assert [r["complete"] for r in found] == [True, False]
+    assert records.load_records(client, "dogbreeds", "another-endpoint") == []
+    removing = deploy_cfg("deploy.delete_s3=true")
+    dry = teardown(calls.client, removing, found, dry_run=True, echo=quiet)
+    assert "endpoint dogs-test" in dry.deleted
     assert sagemaker.describe_endpoint(EndpointName="dogs-test")["EndpointStatus"] == "InService"
-    deleted = teardown(AwsCalls(region="us-east-1"), deploy, echo=lambda _: None)
-    assert "endpoint dogs-test" in deleted and "lambda dogs-test-invoke" in deleted
-    assert sagemaker.list_endpoints()["Endpoints"] == []
+
+    result = teardown(calls.client, removing, found, echo=quiet)
+    assert result.deleted == dry.deleted
+    assert result.refused == [f"sagemaker-model {plan.step('sagemaker-model').name}"]
+    assert result.kept == ["s3-bucket dogbreeds-models"]
+    assert result.deleted[0] == "lambda-function dogs-test-invoke"  # reverse creation order
+    assert sorted(m["ModelName"] for m in sagemaker.list_models()["Models"]) == sorted(
+        ["dogs-test-manual", plan.step("sagemaker-model").name]
+    )
     assert (
-        sagemaker.list_models()["Models"] == [] and sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
+        sagemaker.list_endpoints()["Endpoints"] == []
+        and sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
     )
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
-    assert tagged_arns() == []
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="dogbreeds-models")["Contents"]] == [
+        "dogbreeds/models/other/model.tar.gz"
+    ]
+    assert tagged_arns() == [claimed]
     with pytest.raises(iam_client.exceptions.NoSuchEntityException):
         iam_client.get_role(RoleName=role)
-
-
-def test_dry_run_prints_every_change_and_makes_none(moto_endpoint, tarball):
-    printed: list[str] = []
-    calls = AwsCalls(region="us-east-1", dry_run=True, echo=printed.append)
-    deploy_to_sagemaker(
-        calls, deploy_cfg("deploy.endpoint_name=dogs-dry"), RUN_ID, tarball, echo=printed.append
+    assert (
+        boto3.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/dogs-test")["logGroups"]
+        == []
     )
-    operations = [op for _, op, _ in calls.skipped]
-    for expected in (
-        "create_model",
-        "create_endpoint_config",
-        "create_endpoint",
-        "register_scalable_target",
-        "put_scaling_policy",
-        "create_role",
-        "put_role_policy",
-        "create_function",
-        "put_function_concurrency",
-        "publish_version",
-    ):
-        assert expected in operations
-    assert len([line for line in printed if line.startswith("[dry-run]")]) == len(operations)
-    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
-    assert not [e for e in sagemaker.list_endpoints()["Endpoints"] if e["EndpointName"] == "dogs-dry"]
-    assert "dogs-dry-invoke" not in [
-        f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]
-    ]
-
-
-def test_missing_bucket_is_a_clear_error(tarball):
-    with pytest.raises(ValueError, match="deploy.bucket is required"):
-        deploy_to_sagemaker(AwsCalls(region="us-east-1"), deploy_cfg("deploy.bucket=null"), RUN_ID, tarball)
+    # idempotent: a second teardown finds everything gone (or still refused) and deletes nothing
+    assert teardown(calls.client, removing, found, echo=quiet).deleted == []
 
 
 def stubbed(service: str):
@@ -217,50 +243,38 @@ def stubbed(service: str):
     return client, Stubber(client)
 
 
-PLAN = sagemaker_endpoint.EndpointPlan(
-    endpoint_name="dogs",
-    model_name="dogs-run2-abc",
-    config_name="dogs-run2-def",
-    variant_name="AllTraffic",
-    instance_type="ml.c5.xlarge",
-    instance_count=1,
-    image_uri=IMAGE,
-    model_data_url="s3://b/k",
-    role_arn="arn:aws:iam::123456789012:role/r",
-    region="us-east-1",
-    environment={},
-)
+def plan_test_deploy(*overrides: str):
+    return load_config(
+        ["deploy=sagemaker", "deploy.bucket=dogbreeds-models", "deploy.endpoint_name=dogs", *overrides]
+    ).deploy
 
 
-@pytest.mark.parametrize("old_instance_type", ["ml.c5.xlarge", "ml.m5.large"])
-def test_better_run_updates_the_endpoint_blue_green(old_instance_type):
-    """The exact update_endpoint request; autoscaling steps aside only when the instance type changes."""
-    blue_green = deploy_cfg(
+@pytest.mark.parametrize("new_instance_type", ["ml.m5.large", "ml.c5.xlarge"])
+def test_planned_blue_green_update_is_a_valid_request(new_instance_type):
+    """The plan's update_endpoint request against the API model; autoscaling steps aside only on a type change."""
+    before = plan_test_deploy(
         "deploy.blue_green.traffic=canary", "deploy.blue_green.rollback_alarms=[dogs-5xx]"
-    ).blue_green
+    )
+    seen = observed_after(plan_deployment(before, RUN_ID, ARTIFACTS, NOTHING), before)
+    after = plan_test_deploy(
+        "deploy.blue_green.traffic=canary",
+        "deploy.blue_green.rollback_alarms=[dogs-5xx]",
+        f"deploy.instance_type={new_instance_type}",
+    )
+    plan = plan_deployment(after, NEXT_RUN_ID, ARTIFACTS, seen)
     sagemaker, stub = stubbed("sagemaker")
-    stub.add_response(
-        "describe_endpoint",
-        {
-            "EndpointName": "dogs",
-            "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs",
-            "EndpointConfigName": "dogs-run1-aaa",
-            "EndpointStatus": "InService",
-            "CreationTime": "2024-01-01",
-            "LastModifiedTime": "2024-01-01",
-        },
-        {"EndpointName": "dogs"},
-    )
-    stub.add_response(
-        "describe_endpoint_config",
-        {
-            "EndpointConfigName": "dogs-run1-aaa",
-            "EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/dogs-run1-aaa",
-            "ProductionVariants": [{"VariantName": "AllTraffic", "InstanceType": old_instance_type}],
-            "CreationTime": "2024-01-01",
-        },
-        {"EndpointConfigName": "dogs-run1-aaa"},
-    )
+    scaling, scaling_stub = stubbed("application-autoscaling")
+    key = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/dogs/variant/AllTraffic",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    steps_aside = new_instance_type != "ml.m5.large"
+    if steps_aside:
+        scaling_stub.add_response(
+            "delete_scaling_policy", {}, {"PolicyName": "dogs-invocations-per-instance", **key}
+        )
+        scaling_stub.add_response("deregister_scalable_target", {}, key)
     expected_config = {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {
@@ -273,43 +287,82 @@ def test_better_run_updates_the_endpoint_blue_green(old_instance_type):
         },
         "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "dogs-5xx"}]},
     }
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs"
     stub.add_response(
         "update_endpoint",
-        {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs"},
-        {"EndpointName": "dogs", "EndpointConfigName": "dogs-run2-def", "DeploymentConfig": expected_config},
+        {"EndpointArn": arn},
+        {
+            "EndpointName": "dogs",
+            "EndpointConfigName": plan.step("endpoint-config").name,
+            "DeploymentConfig": expected_config,
+        },
     )
-    changes: list[bool] = []
-    with stub:
-        action = sagemaker_endpoint.create_or_update_endpoint(sagemaker, PLAN, blue_green, {}, changes.append)
+    stub.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": "dogs",
+            "EndpointArn": arn,
+            "EndpointConfigName": plan.step("endpoint-config").name,
+            "EndpointStatus": "InService",
+            "CreationTime": "2024-01-01",
+            "LastModifiedTime": "2024-01-01",
+        },
+        {"EndpointName": "dogs"},
+    )
+    clients = {"sagemaker": sagemaker, "application-autoscaling": scaling}
+    with stub, scaling_stub:
+        for call in plan.step("endpoint").calls:
+            execute(clients[call.service], call, {}, echo=quiet)
         stub.assert_no_pending_responses()
-    assert action == "updated"
-    assert changes == [old_instance_type != PLAN.instance_type]
+        scaling_stub.assert_no_pending_responses()
+    assert plan.step("scalable-target").action == ("create" if steps_aside else "unchanged")
 
 
-def test_unknown_traffic_mode_is_refused():
-    with pytest.raises(ValueError, match="all_at_once or canary"):
-        sagemaker_endpoint.deployment_config(deploy_cfg("deploy.blue_green.traffic=linear").blue_green)
-
-
-def test_provisioned_concurrency_goes_on_the_alias():
+def test_planned_alias_and_provisioned_concurrency_are_valid_requests():
+    """A settings change publishes a version, the alias moves to the version AWS answered, provisioning on it."""
+    deploy = plan_test_deploy()
+    seen = replace(
+        observed_after(plan_deployment(deploy, RUN_ID, ARTIFACTS, NOTHING), deploy),
+        provisioned_concurrency=None,
+    )
+    plan = plan_deployment(plan_test_deploy("deploy.function.memory_mb=256"), RUN_ID, ARTIFACTS, seen)
     lam, stub = stubbed("lambda")
+    updated = {"Configuration": {"FunctionName": "dogs-invoke", "LastUpdateStatus": "Successful"}}
+    stub.add_response("get_function", updated, {"FunctionName": "dogs-invoke"})  # the waiter
+    stub.add_response(
+        "publish_version",
+        {"Version": "7"},
+        {"FunctionName": "dogs-invoke", "Description": "dogbreeds promote"},
+    )
+    stub.add_response(
+        "update_alias",
+        {"Name": "live", "FunctionVersion": "7"},
+        {"FunctionName": "dogs-invoke", "Name": "live", "FunctionVersion": "7"},
+    )
     stub.add_response(
         "put_provisioned_concurrency_config",
         {"RequestedProvisionedConcurrentExecutions": 3, "Status": "IN_PROGRESS"},
         {"FunctionName": "dogs-invoke", "Qualifier": "live", "ProvisionedConcurrentExecutions": 3},
     )
+    known: dict = {}
     with stub:
-        lambda_function.set_provisioned_concurrency(lam, "dogs-invoke", "live", 3)
-        lambda_function.set_provisioned_concurrency(lam, "dogs-invoke", "live", 0)  # 0: no call at all
+        for kind in ("lambda-alias", "provisioned-concurrency"):
+            for call in plan.step(kind).calls:
+                execute(lam, call, known, echo=quiet)
         stub.assert_no_pending_responses()
 
 
-def test_autoscaling_bounds_are_validated():
-    scaling = deploy_cfg(
-        "deploy.autoscaling.min_instances=3", "deploy.autoscaling.max_instances=2"
-    ).autoscaling
-    with pytest.raises(ValueError, match="min_instances <= max_instances"):
-        autoscaling.apply(object(), "dogs", "AllTraffic", scaling, {})
+def test_apply_refuses_a_package_changed_since_planning(tmp_path):
+    tarball = tmp_path / "model.tar.gz"
+    tarball.write_bytes(b"planned")
+    artifacts = package_artifacts(tarball, IMAGE, ENVIRONMENT)
+    plan = plan_deployment(plan_test_deploy(), RUN_ID, artifacts, NOTHING)
+    tarball.write_bytes(b"swapped after planning")
+    with pytest.raises(ValueError, match="changed since the plan was made"):
+        apply_plan(plan, lambda service: None, lambda_function.build_zip(), quiet)
+    tarball.write_bytes(b"planned")
+    with pytest.raises(ValueError, match="Lambda code"):
+        apply_plan(plan, lambda service: None, b"other zip", quiet)
 
 
 def test_ecr_repository_arn_and_zip_are_stable():
@@ -350,5 +403,5 @@ def test_missing_credentials_are_an_actionable_error(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    with pytest.raises(ValueError, match="configure them"):
-        AwsCalls(region="us-east-1", dry_run=True).account_id()
+    with pytest.raises(ValueError, match="configure them.*deploy.assume_absent=true"):
+        AwsCalls(region="us-east-1").account_id()

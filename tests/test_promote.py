@@ -94,13 +94,13 @@ def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, m
         stopped = background.stop(cfg.output_dir)
     assert stopped["run_id"] == result.run_id and background.read_state(cfg.output_dir) is None
 
-    # the same run to SageMaker (moto): the real package goes to S3, dry run first changes nothing
+    # the same run to SageMaker (moto): the real package goes to S3, the dry run first only prints the plan
     aws = cfg.copy()
     aws.deploy.target, aws.deploy.bucket = "sagemaker", "dogbreeds-e2e"
     aws.deploy.function.provisioned_concurrency = 0  # not in moto (Stubber-tested in test_aws_deploy)
     printed: list[str] = []
     promote(aws, dry_run=True, echo=printed.append)
-    assert any("sagemaker.create_endpoint(" in line for line in printed)
+    assert any("create    endpoint " in line for line in printed)
     assert boto3.client("sagemaker").list_endpoints()["Endpoints"] == []
     deployed = promote(aws, echo=lambda _: None).deployment
     assert (
@@ -110,6 +110,15 @@ def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, m
         Bucket="dogbreeds-e2e", Key=deployed["model_data"].split("/", 3)[3]
     )
     assert s3_object["Body"].read() == promoted.tarball.read_bytes()
+    assert deployed["record"].startswith(f"runs:/{result.run_id}/deployments/dogs-e2e/")
+
+    # teardown through the CLI finds the record in the registry and deletes what the promote created
+    aws_args = [f"tracking_uri={cfg.tracking_uri}", "deploy=sagemaker", "deploy.endpoint_name=dogs-e2e"]
+    assert main(["teardown", *aws_args, "deploy.bucket=dogbreeds-e2e"]) == 0
+    assert boto3.client("sagemaker").list_endpoints()["Endpoints"] == []
+    assert "dogs-e2e-invoke" not in [
+        f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]
+    ]
 
 
 def test_registry_moves_champion_and_keeps_previous(tmp_path):

@@ -1,4 +1,4 @@
-"""Least-privilege IAM documents for the two roles a promote creates, plus their idempotent upsert.
+"""Least-privilege IAM documents for the two roles a promote creates, and the requests that write them.
 
 The Lambda may invoke its one endpoint and write to its own log group (which promote creates with a
 retention, so the role needs no ``logs:CreateLogGroup``). SageMaker's role may read the model objects
@@ -100,28 +100,27 @@ def sagemaker_policy(
     }
 
 
-def upsert_role(iam, role_name: str, service: str, policy: dict, tags: dict[str, str]) -> str:
-    """Create the role if missing and (re)write its one inline policy; returns the role ARN."""
-    try:
-        arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
-    except iam.exceptions.NoSuchEntityException:
-        arn = iam.create_role(
-            RoleName=role_name,
-            AssumeRolePolicyDocument=json.dumps(trust_policy(service)),
-            Description="dogbreeds promote: least privilege",
-            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
-        )["Role"]["Arn"]
-    iam.put_role_policy(
-        RoleName=role_name, PolicyName=f"{role_name}-policy", PolicyDocument=json.dumps(policy)
-    )
-    return arn
+def create_role_request(role_name: str, service: str, tags: dict[str, str]) -> dict:
+    return {
+        "RoleName": role_name,
+        "AssumeRolePolicyDocument": json.dumps(trust_policy(service)),
+        "Description": "dogbreeds promote: least privilege",
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+    }
 
 
-def delete_role(iam, role_name: str) -> bool:
-    try:
-        for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
-            iam.delete_role_policy(RoleName=role_name, PolicyName=name)
-        iam.delete_role(RoleName=role_name)
-    except iam.exceptions.NoSuchEntityException:
-        return False
-    return True
+def inline_policy_name(role_name: str) -> str:
+    return f"{role_name}-policy"
+
+
+def put_policy_request(role_name: str, policy: dict) -> dict:
+    """A role's one inline policy; putting it again replaces it, so create and update send the same."""
+    return {
+        "RoleName": role_name,
+        "PolicyName": inline_policy_name(role_name),
+        "PolicyDocument": json.dumps(policy),
+    }
+
+
+def role_arn(account: str, role_name: str) -> str:
+    return f"arn:aws:iam::{account}:role/{role_name}"

@@ -1,36 +1,16 @@
-"""SageMaker side of a promote: model.tar.gz to S3, Model, EndpointConfig, Endpoint (create or blue/green update).
+"""SageMaker requests of a promote (Model, EndpointConfig, blue/green update) and the wait for InService.
 
 Names are derived from the endpoint, the run id and a digest of what defines them, so re-running a
 promote finds the resources it made before instead of duplicating them, and a changed run or instance
 type yields new names (EndpointConfigs are immutable). Updates go through ``update_endpoint`` with a
 blue/green ``DeploymentConfig``; since Application Auto Scaling refuses an update that changes an
-autoscaled variant's instance type, the caller deregisters scaling first in that case.
+autoscaled variant's instance type, the plan deregisters scaling first in that case.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
-from pathlib import Path
-
-from botocore.exceptions import ClientError
-
-
-@dataclass(frozen=True)
-class EndpointPlan:
-    endpoint_name: str
-    model_name: str
-    config_name: str
-    variant_name: str
-    instance_type: str
-    instance_count: int
-    image_uri: str
-    model_data_url: str
-    role_arn: str
-    region: str
-    # The serving code's limits as DOGBREEDS_* variables (the package's ServingSettings.to_env()).
-    environment: dict
 
 
 def inference_image_uri(deploy) -> str:
@@ -59,71 +39,40 @@ def as_tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
 
 
-def upload_model(s3, tarball: Path, bucket: str, key: str, region: str) -> str:
-    """Upload model.tar.gz (creating the bucket when missing); unchanged objects are not re-sent."""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as err:
-        if err.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
-            raise
-        extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        s3.create_bucket(Bucket=bucket, **extra)
-    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    try:
-        if s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256") == digest:
-            return f"s3://{bucket}/{key}"
-    except ClientError as err:
-        if err.response["Error"]["Code"] not in ("404", "NoSuchKey"):
-            raise
-    s3.upload_file(str(tarball), bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
-    return f"s3://{bucket}/{key}"
-
-
-def _exists(describe, **kwargs) -> dict | None:
-    try:
-        return describe(**kwargs)
-    except ClientError as err:
-        if err.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
-            return None
-        raise
-
-
-def ensure_model(sagemaker, plan: EndpointPlan, tags: dict[str, str]) -> bool:
-    if _exists(sagemaker.describe_model, ModelName=plan.model_name):
-        return False
-    sagemaker.create_model(
-        ModelName=plan.model_name,
-        ExecutionRoleArn=plan.role_arn,
-        PrimaryContainer={
-            "Image": plan.image_uri,
-            "ModelDataUrl": plan.model_data_url,
-            "Environment": {
-                "SAGEMAKER_PROGRAM": "inference.py",
-                "SAGEMAKER_REGION": plan.region,
-                **plan.environment,
-            },
+def create_model_request(
+    model_name: str,
+    role_arn: str,
+    image_uri: str,
+    model_data_url: str,
+    region: str,
+    environment: dict,
+    tags: dict,
+) -> dict:
+    return {
+        "ModelName": model_name,
+        "ExecutionRoleArn": role_arn,
+        "PrimaryContainer": {
+            "Image": image_uri,
+            "ModelDataUrl": model_data_url,
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_REGION": region, **environment},
         },
-        Tags=as_tags(tags),
-    )
-    return True
+        "Tags": as_tags(tags),
+    }
 
 
-def ensure_endpoint_config(sagemaker, plan: EndpointPlan, tags: dict[str, str]) -> bool:
-    if _exists(sagemaker.describe_endpoint_config, EndpointConfigName=plan.config_name):
-        return False
-    sagemaker.create_endpoint_config(
-        EndpointConfigName=plan.config_name,
-        ProductionVariants=[
+def create_endpoint_config_request(config_name: str, model_name: str, deploy, tags: dict) -> dict:
+    return {
+        "EndpointConfigName": config_name,
+        "ProductionVariants": [
             {
-                "VariantName": plan.variant_name,
-                "ModelName": plan.model_name,
-                "InstanceType": plan.instance_type,
-                "InitialInstanceCount": plan.instance_count,
+                "VariantName": deploy.variant_name,
+                "ModelName": model_name,
+                "InstanceType": deploy.instance_type,
+                "InitialInstanceCount": deploy.instance_count,
             }
         ],
-        Tags=as_tags(tags),
-    )
-    return True
+        "Tags": as_tags(tags),
+    }
 
 
 def deployment_config(blue_green) -> dict:
@@ -152,39 +101,6 @@ def deployment_config(blue_green) -> dict:
             "Alarms": [{"AlarmName": n} for n in blue_green.rollback_alarms]
         }
     return config
-
-
-def current_instance_type(sagemaker, endpoint: dict, variant_name: str) -> str | None:
-    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-    for variant in config["ProductionVariants"]:
-        if variant["VariantName"] == variant_name:
-            return variant.get("InstanceType")
-    return None
-
-
-def create_or_update_endpoint(
-    sagemaker, plan: EndpointPlan, blue_green, tags: dict, before_update=None
-) -> str:
-    """Point the endpoint at ``plan.config_name``; returns "created", "updated" or "unchanged".
-
-    ``before_update(instance_type_changes: bool)`` runs before an update, so autoscaling can step aside.
-    """
-    endpoint = _exists(sagemaker.describe_endpoint, EndpointName=plan.endpoint_name)
-    if endpoint is None:
-        sagemaker.create_endpoint(
-            EndpointName=plan.endpoint_name, EndpointConfigName=plan.config_name, Tags=as_tags(tags)
-        )
-        return "created"
-    if endpoint["EndpointConfigName"] == plan.config_name:
-        return "unchanged"
-    if before_update is not None:
-        before_update(current_instance_type(sagemaker, endpoint, plan.variant_name) != plan.instance_type)
-    sagemaker.update_endpoint(
-        EndpointName=plan.endpoint_name,
-        EndpointConfigName=plan.config_name,
-        DeploymentConfig=deployment_config(blue_green),
-    )
-    return "updated"
 
 
 def wait_in_service(
