@@ -9,10 +9,12 @@ import time
 from collections import Counter
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -86,8 +88,16 @@ def watch(study: optuna.Study, n_trials: int | None, still_running, console: Con
     with Live(progress_table(study, n_trials), console=console, refresh_per_second=1) as live:
         while still_running():
             time.sleep(every_s)
-            live.update(progress_table(study, n_trials))
+            _refresh(live, study, n_trials)
+        _refresh(live, study, n_trials)
+
+
+def _refresh(live: Live, study: optuna.Study, n_trials: int | None) -> None:
+    """A storage outage longer than the retry window skips a redraw; it never stops the workers."""
+    try:
         live.update(progress_table(study, n_trials))
+    except (StorageInternalError, SQLAlchemyError) as err:
+        live.console.log(f"progress not refreshed: the study storage is unreachable ({type(err).__name__})")
 
 
 def _params(trial: optuna.trial.FrozenTrial) -> str:

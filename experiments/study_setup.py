@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import sweep_tracking
+from experiments.storage_retry import RetryingRDBStorage
 from lightning_app import tracking
 
 SAMPLERS = {
@@ -102,7 +103,8 @@ def storage_url(sweep: DictConfig) -> str:
 
 
 def build_storage(sweep: DictConfig, stale_trial_callback=None) -> optuna.storages.RDBStorage:
-    """RDB storage with heartbeats: a trial whose worker stops beating is failed and handed to the callback."""
+    """RDB storage with heartbeats (a trial whose worker stops beating is failed and handed to the callback)
+    that retries through a database restart (``storage_retry``)."""
     url = storage_url(sweep)
     engine_kwargs = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -111,7 +113,7 @@ def build_storage(sweep: DictConfig, stale_trial_callback=None) -> optuna.storag
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in name only, since Optuna 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            return RetryingRDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=sweep.heartbeat_interval_s,

@@ -2,7 +2,7 @@
 
 - ``sample_root``: a tiny generated dataset in the dogImages layout.
 - ``mlflow_server``: an ``mlflow server`` process on localhost (SQLite backend, proxied artifacts).
-- ``postgres_url``: a throwaway PostgreSQL 15 cluster (run as the ``postgres`` user when we are root).
+- ``postgres`` / ``postgres_url``: a throwaway PostgreSQL 15 cluster (restartable, for fault tests).
 - ``moto_endpoint``: moto in server mode (real HTTP, real boto3), with fake credentials in the env.
 """
 
@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -124,9 +125,42 @@ def _pg_bin(name: str) -> str:
     return str(candidates[-1])
 
 
+@dataclass
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster: ``url`` to the empty database ``dogbreeds``, and a restart for fault tests."""
+
+    url: str
+    data: Path
+    log: Path
+    as_user: list[str]
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every connection is dropped; the server is back on the same port.
+
+        ``-l`` again: without it the new server would hold our stdout pipe open for ever.
+        """
+        subprocess.run(
+            [
+                *self.as_user,
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-m",
+                "fast",
+                "restart",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A throwaway PostgreSQL cluster; yields a SQLAlchemy URL to an empty database ``dogbreeds``."""
+def postgres():
+    """A throwaway PostgreSQL cluster, run as the ``postgres`` user when we are root."""
     base = Path(tempfile.mkdtemp(prefix="pg-"))
     data, sock = base / "data", base / "sock"
     sock.mkdir()
@@ -141,19 +175,10 @@ def postgres_url():
         check=True,
         capture_output=True,
     )
+    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    # -o is remembered in postmaster.opts, so a restart keeps the port and socket folder.
     subprocess.run(
-        [
-            *as_user,
-            _pg_bin("pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(base / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200",
-        ],
+        [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "start", "-o", options],
         check=True,
         capture_output=True,
     )
@@ -173,12 +198,20 @@ def postgres_url():
             check=True,
             capture_output=True,
         )
-        yield f"postgresql://postgres@127.0.0.1:{port}/dogbreeds"
+        # The documented URL form (no driver suffix): SQLAlchemy picks psycopg 3.
+        yield PostgresCluster(
+            f"postgresql://postgres@127.0.0.1:{port}/dogbreeds", data, base / "log", as_user
+        )
     finally:
         subprocess.run(
             [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres) -> str:
+    return postgres.url
 
 
 @pytest.fixture(scope="session")

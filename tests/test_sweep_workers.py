@@ -32,34 +32,66 @@ def dogbreeds(args: list[str], cwd, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dogbreeds", *args], cwd=cwd, **kwargs)
 
 
-def test_two_workers_share_postgres_and_an_mlflow_server(sample_root, tmp_path, postgres_url, mlflow_server):
+def test_two_workers_share_postgres_and_survive_its_restart(sample_root, tmp_path, postgres, mlflow_server):
+    """Two workers on one PostgreSQL study and one mlflow server; PostgreSQL restarts while a trial trains.
+
+    The restart drops every connection (coordinator, workers, heartbeat threads): the storage retries, so
+    the sweep still ends with exit 0, every trial in a final state with its MLflow run, and the parent's
+    best equal to the study's best.
+    """
     name = f"two-workers-{uuid.uuid4().hex[:8]}"
     args = overrides(
-        sample_root, tmp_path, f"sweep.storage={postgres_url}", f"sweep.study_name={name}",
+        sample_root, tmp_path, f"sweep.storage={postgres.url}", f"sweep.study_name={name}",
         f"tracking_uri={mlflow_server}", f"experiment_name={name}", "sweep.n_trials=3", "sweep.workers=2",
+        "sweep.heartbeat_interval_s=1", "sweep.grace_period_s=30",
     )  # fmt: skip
     proc = dogbreeds(["sweep", *args], tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output, _ = proc.communicate(timeout=400)
+    try:
+        deadline = time.monotonic() + 300
+        while not _running_trials(postgres.url, name):
+            assert proc.poll() is None and time.monotonic() < deadline, "no trial started"
+            time.sleep(0.5)
+        postgres.restart()
+        output, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, output
 
-    study = optuna.load_study(study_name=name, storage=postgres_url)
+    study = optuna.load_study(study_name=name, storage=postgres.url)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers)) and len(study.get_trials(states=(TrialState.COMPLETE,))) >= 3
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both workers took trials
 
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], f"tags.`{sweep_tracking.ROLE_TAG}` = 'trial'")
-    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
-    assert parents == {study.user_attrs[study_setup.PARENT_RUN_ATTR]}
+    parent_id = study.user_attrs[study_setup.PARENT_RUN_ATTR]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent_id}
     assert sorted(int(r.data.tags[sweep_tracking.TRIAL_NUMBER_TAG]) for r in runs) == sorted(numbers)
-    assert all(r.info.status == "FINISHED" for r in runs)
-    assert "postgres" in client.get_run(parents.pop()).data.params["storage"]
+    states = {
+        int(r.data.tags[sweep_tracking.TRIAL_NUMBER_TAG]): r.data.tags.get(sweep_tracking.TRIAL_STATE_TAG)
+        for r in runs
+    }
+    assert states == {t.number: t.state.name for t in study.trials}
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
+    assert "postgres" in parent.data.params["storage"]
     for i in range(2):
         assert (
             "finished with value"
             in (tmp_path / "outputs" / "sweep-logs" / name / f"worker-{i}.log").read_text()
         )
+
+
+def _running_trials(url: str, study_name: str) -> bool:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=url)
+    except KeyError:  # not created yet
+        return False
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def test_killed_worker_trial_fails_after_grace_period_and_is_retried(sample_root, tmp_path):
