@@ -33,7 +33,7 @@ OURS = """
 sys.path.insert(0, {lambda_dir!r})
 import handler
 imported = time.perf_counter()
-handler.runtime_client()
+handler.runtime_client(*handler.invoke_budget(25.0, handler.settings()))
 response = handler.handler({{"url": "http://example.com/dog.jpg"}}, None)
 assert response["statusCode"] == 400, response
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import json
 import logging
@@ -35,6 +36,9 @@ log.setLevel(logging.INFO)
 DEFAULT_MAX_IMAGE_BYTES = 6 * 1024 * 1024
 IMAGE_CONTENT_TYPE = "application/x-image"
 RAW_IMAGE_TYPES = ("application/x-image", "application/octet-stream")
+CONNECT_TIMEOUT_S = 2
+MIN_READ_TIMEOUT_S = 2
+RESPONSE_MARGIN_S = 1.0  # left for logging and returning the response before the function timeout
 USAGE = 'send JSON {"url": "https://..."} or {"image": "<base64>"}, or the image bytes with an image/* content type'
 
 
@@ -71,16 +75,43 @@ def default_fetch_rules() -> FetchRules:
 
 
 @functools.cache
-def runtime_client():
-    """The one SageMaker Runtime client of this execution environment, built on first use."""
-    timeouts = Config(
-        connect_timeout=5,
-        read_timeout=settings().invoke_timeout_s,
-        retries={"mode": "standard", "total_max_attempts": 2},
-    )
+def _botocore_session():
     # botocore's session is what boto3.client() wraps; importing it directly skips boto3's s3transfer
     # import, about a third of the cold import time (benchmarks/lambda_handler.py).
-    return botocore.session.get_session().create_client("sagemaker-runtime", config=timeouts)
+    return botocore.session.get_session()
+
+
+@functools.cache
+def runtime_client(read_timeout_s: int, attempts: int):
+    """A SageMaker Runtime client per time budget, built on first use and reused by warm invocations.
+
+    botocore fixes timeouts when a client is built, so a budget is rounded to whole seconds and each
+    (read timeout, attempts) pair gets one client: a few per execution environment at most.
+    """
+    timeouts = Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=read_timeout_s,
+        retries={"mode": "standard", "total_max_attempts": attempts},
+    )
+    return _botocore_session().create_client("sagemaker-runtime", config=timeouts)
+
+
+def remaining_s(context, config: HandlerSettings) -> float:
+    """Seconds this invocation may still spend before it must answer: the function's own remaining time
+    (as the Lambda context reports it) less a margin for the response, or the configured budget locally."""
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return config.fetch_timeout_s + config.invoke_timeout_s
+    return context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_S
+
+
+def invoke_budget(remaining: float, config: HandlerSettings) -> tuple[int, int] | None:
+    """(read timeout, attempts) whose worst case (connect + read, per attempt) fits ``remaining``; None when
+    not even one short attempt fits. Two attempts when both fit at the configured read timeout."""
+    read = min(config.invoke_timeout_s, remaining - CONNECT_TIMEOUT_S)
+    if read < MIN_READ_TIMEOUT_S:
+        return None
+    attempts = 2 if 2 * (CONNECT_TIMEOUT_S + read) <= remaining else 1
+    return int(read), attempts
 
 
 def respond(status: int, payload: dict) -> dict:
@@ -121,12 +152,19 @@ def _from_json_payload(payload, limit: int) -> tuple[bytes | None, str | None]:
     return _decode_base64(payload["image"], '"image"', limit), None
 
 
+def _mapping(event: dict, key: str) -> dict:
+    value = event.get(key) or {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"the proxy event's {key} must be an object, not {type(value).__name__}")
+    return value
+
+
 def _from_proxy_event(event: dict, limit: int) -> tuple[bytes | None, str | None]:
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    query = event.get("queryStringParameters") or {}
+    headers = {str(k).lower(): str(v) for k, v in _mapping(event, "headers").items()}
+    query = _mapping(event, "queryStringParameters")
     body = event.get("body")
     if not body:
-        if "url" in query:
+        if isinstance(query.get("url"), str):
             return None, query["url"]
         raise BadRequest(f"the request has no body: {USAGE}")
     if not isinstance(body, str):
@@ -143,10 +181,14 @@ def _from_proxy_event(event: dict, limit: int) -> tuple[bytes | None, str | None
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise BadRequest(f"the request body is not valid JSON: {USAGE}") from err
+    except RecursionError as err:
+        raise BadRequest("the request body is nested too deeply") from err
     return _from_json_payload(payload, limit)
 
 
-def image_from_event(event, config: HandlerSettings, fetch_rules: FetchRules | None = None) -> bytes:
+def image_from_event(
+    event, config: HandlerSettings, fetch_rules: FetchRules | None = None, fetch_budget_s: float | None = None
+) -> bytes:
     """The image bytes the event asks about, fetched safely when it names a URL."""
     if not isinstance(event, dict):
         raise BadRequest(f"the event must be a JSON object: {USAGE}")
@@ -156,8 +198,11 @@ def image_from_event(event, config: HandlerSettings, fetch_rules: FetchRules | N
     else:
         image, url = _from_json_payload(event, limit)
     if url is not None:
+        rules = fetch_rules or default_fetch_rules()
+        if fetch_budget_s is not None and fetch_budget_s < rules.timeout_s:
+            rules = dataclasses.replace(rules, timeout_s=max(fetch_budget_s, 0.1))
         try:
-            image = fetch(url, fetch_rules or default_fetch_rules())
+            image = fetch(url, rules)
         except FetchError as err:
             raise BadRequest(str(err), status=err.status) from err
     if not image:
@@ -180,17 +225,33 @@ def _model_error_response(err: ClientError) -> dict:
 
 
 def handler(event, context=None, *, client=None, fetch_rules: FetchRules | None = None) -> dict:
-    """Lambda entry point (``handler.handler``); the keyword arguments are for local runs and tests."""
-    config = settings()
+    """Lambda entry point (``handler.handler``); the keyword arguments are for local runs and tests.
+
+    Every event gets a proxy response: API Gateway turns an escaped exception into a bare 502.
+    """
     try:
-        image = image_from_event(event, config, fetch_rules)
+        return _handle(event, context, client, fetch_rules)
+    except Exception:
+        log.exception("unhandled error")
+        return respond(500, {"error": "internal error in the function; see its logs"})
+
+
+def _handle(event, context, client, fetch_rules: FetchRules | None) -> dict:
+    config = settings()
+    # The URL fetch may use what the endpoint call's shortest useful attempt leaves over.
+    fetch_budget = remaining_s(context, config) - CONNECT_TIMEOUT_S - MIN_READ_TIMEOUT_S
+    try:
+        image = image_from_event(event, config, fetch_rules, fetch_budget)
     except BadRequest as err:
         return respond(err.status, {"error": str(err)})
     if not config.endpoint_name:
         log.error("ENDPOINT_NAME is not set in the function environment")
         return respond(502, {"error": "the function is not configured with an endpoint"})
+    budget = invoke_budget(remaining_s(context, config), config)
+    if budget is None:
+        return respond(504, {"error": "no time left to call the model endpoint; try again"})
     try:
-        result = (client or runtime_client()).invoke_endpoint(
+        result = (client or runtime_client(*budget)).invoke_endpoint(
             EndpointName=config.endpoint_name,
             Body=image,
             ContentType=IMAGE_CONTENT_TYPE,
