@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 import torchvision
-from conftest import free_port
+from helpers.servers import free_port
 from lightning.pytorch.callbacks import Callback
 
 from lightning_app.backbone import WeightsUnavailableError, build_backbone, replace_head
