@@ -12,7 +12,7 @@ from helpers.servers import BIN, free_port
 from helpers.training import TINY_RUN
 from mlflow import MlflowClient
 
-from experiments.sagemaker_jobs.submit import JOB_TAG, PROJECT_ROOT, job_overrides
+from experiments.sagemaker_jobs.submit import ENTRY_SCRIPT, JOB_TAG, PROJECT_ROOT, job_overrides
 from lightning_app import resume
 from lightning_app.module import BreedClassifier
 
@@ -51,7 +51,7 @@ def test_entry_point_trains_ddp_under_torchrun_and_writes_the_model_where_sagema
     )  # fmt: skip
     command = [
         str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", f"--master_port={free_port()}",
-        str(PROJECT_ROOT / "deploy" / "training_entry.py"), "--verb", "train", "--overrides", overrides,
+        str(PROJECT_ROOT / ENTRY_SCRIPT), "--verb", "train", "--overrides", overrides,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-4000:]
