@@ -7,14 +7,19 @@ one, which keeps the code free of per-architecture tables.
 
 from __future__ import annotations
 
-import socket
-from contextlib import contextmanager
+import hashlib
+import logging
+import urllib.request
+import uuid
 from pathlib import Path
 from urllib.error import URLError
+from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class WeightsUnavailableError(ValueError):
@@ -29,14 +34,38 @@ class WeightsUnavailableError(ValueError):
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-@contextmanager
-def _socket_timeout(seconds: float):
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
+def _download_to_hub_cache(url: str) -> None:
+    """Put ``url`` where torch.hub looks first, with ``DOWNLOAD_TIMEOUT_S`` on this download's socket only.
+
+    ``socket.setdefaulttimeout`` would bound torch.hub's own download too, but for every socket any
+    thread of the process opens meanwhile (a DataLoader, an MLflow client). The file is written under a
+    temporary name and renamed when whole and matching the sha256 prefix in its name (what torch.hub's
+    ``check_hash`` checks), so an interrupted download never looks like cached weights.
+    """
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    target = folder / Path(urlparse(url).path).name
+    if target.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s to %s", url, target)
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "torch.hub"})
+    opener = urllib.request.build_opener()  # proxies as the environment says now, not at the first urlopen
     try:
-        yield
+        with (
+            opener.open(request, timeout=DOWNLOAD_TIMEOUT_S) as response,
+            open(partial, "wb") as out,
+        ):
+            while block := response.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+        expected = torch.hub.HASH_REGEX.search(target.name)
+        if expected and not digest.hexdigest().startswith(expected.group(1)):
+            raise RuntimeError(f"{url} arrived with sha256 {digest.hexdigest()}, not {expected.group(1)}...")
+        partial.replace(target)
     finally:
-        socket.setdefaulttimeout(previous)
+        partial.unlink(missing_ok=True)
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -79,8 +108,8 @@ def build_backbone(arch: str, weights: str | None) -> nn.Module:
         choices = [w.name for w in torchvision.models.get_model_weights(arch)] + ["DEFAULT"]
         raise ValueError(f"model.weights={weights!r} is not one of {arch}'s weights: {choices}") from None
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            return torchvision.models.get_model(arch, weights=weight_enum)
+        _download_to_hub_cache(weight_enum.url)
+        return torchvision.models.get_model(arch, weights=weight_enum)
     except (URLError, OSError, RuntimeError) as err:
         raise WeightsUnavailableError(
             f"could not fetch {weight_enum} ({err}); this machine may be offline. Download "

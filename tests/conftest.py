@@ -1,6 +1,9 @@
-"""Shared fixtures: generated data, and the real servers tests talk to (started here, stopped after).
+"""Shared fixtures: generated data, a shared trained run, and the real servers tests talk to (started
+here, stopped after); plus the ``gpu`` marker's skip. Helpers that are not fixtures live in ``helpers/``.
 
 - ``sample_root``: a tiny generated dataset in the dogImages layout.
+- ``trained_run``: one tiny real training run for every test that needs *a* run, not a training.
+- ``served_package``: that run packaged and unpacked, as the local endpoint serves it.
 - ``mlflow_server``: an ``mlflow server`` process on localhost (SQLite backend, proxied artifacts).
 - ``postgres`` / ``postgres_url``: a throwaway PostgreSQL 15 cluster (restartable, for fault tests).
 - ``moto_endpoint``: moto in server mode (real HTTP, real boto3), with fake credentials in the env.
@@ -10,63 +13,35 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.servers import BIN, PostgresCluster, free_port, postgres_binary, stop, wait_http
+from helpers.training import FAST_OVERRIDES, TINY_RUN, TrainedRun, run_overrides
 
 from conf.loader import load_config
 from lightning_app.sample_data import generate
-
-BIN = Path(sys.executable).parent
 
 # One intra-op thread for this process and every subprocess (CLI, DDP ranks, servers), set before torch
 # is first imported: test tensors are tiny, and on a small shared machine OpenMP threads spin-waiting for
 # busy cores made a training step 10-20x slower than a single thread (measured on the 2-core CI box).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# Small everything: a few classes, 64 px, resnet18 without pretrained weights, CPU.
-FAST_OVERRIDES = [
-    "trainer=demo",
-    "data.image_size=48",
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "model.lr=0.003",
-]
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests skip, with the reason, where CUDA is not available: the one place that decides."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; torch.cuda.is_available() is False on this machine")
+    for item in gpu_tests:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -80,17 +55,8 @@ def sample_root(tmp_path_factory) -> Path:
 def make_cfg(sample_root, tmp_path):
     """Compose the real config with fast test overrides, tracking into this test's SQLite file."""
 
-    def _make(*overrides: str, tracking_uri: str | None = None):
-        uri = tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
-        return load_config(
-            [
-                *FAST_OVERRIDES,
-                f"data.root={sample_root}",
-                f"tracking_uri={uri}",
-                f"output_dir={tmp_path / 'outputs'}",
-                *overrides,
-            ]
-        )
+    def _make(*overrides: str):
+        return load_config(run_overrides(FAST_OVERRIDES, sample_root, tmp_path, *overrides))
 
     return _make
 
@@ -115,49 +81,6 @@ def mlflow_server(tmp_path_factory):
             stop(proc)
 
 
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not candidates:
-        pytest.fail(f"PostgreSQL binary {name} not found: install postgresql (apt-get install postgresql)")
-    return str(candidates[-1])
-
-
-@dataclass
-class PostgresCluster:
-    """A throwaway PostgreSQL cluster: ``url`` to the empty database ``dogbreeds``, and a restart for fault tests."""
-
-    url: str
-    data: Path
-    log: Path
-    as_user: list[str]
-
-    def restart(self) -> None:
-        """``pg_ctl restart -m fast``: every connection is dropped; the server is back on the same port.
-
-        ``-l`` again: without it the new server would hold our stdout pipe open for ever.
-        """
-        subprocess.run(
-            [
-                *self.as_user,
-                _pg_bin("pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-w",
-                "-m",
-                "fast",
-                "restart",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-
 @pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL cluster, run as the ``postgres`` user when we are root."""
@@ -171,14 +94,25 @@ def postgres():
         as_user = ["runuser", "-u", "postgres", "--"]
     port = free_port()
     subprocess.run(
-        [*as_user, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        [*as_user, postgres_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
         check=True,
         capture_output=True,
     )
     options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200"
     # -o is remembered in postmaster.opts, so a restart keeps the port and socket folder.
     subprocess.run(
-        [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "start", "-o", options],
+        [
+            *as_user,
+            postgres_binary("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+            "-o",
+            options,
+        ],
         check=True,
         capture_output=True,
     )
@@ -186,7 +120,7 @@ def postgres():
         subprocess.run(
             [
                 *as_user,
-                _pg_bin("createdb"),
+                postgres_binary("createdb"),
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -204,7 +138,8 @@ def postgres():
         )
     finally:
         subprocess.run(
-            [*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+            [*as_user, postgres_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
         )
         shutil.rmtree(base, ignore_errors=True)
 
@@ -245,25 +180,23 @@ def moto_endpoint():
 
 
 @pytest.fixture(scope="session")
-def trained_run(sample_root, tmp_path_factory):
-    """One tiny real training run shared by the session (packaging, serving, promotion tests).
+def trained_run(sample_root, tmp_path_factory) -> TrainedRun:
+    """One tiny real training run shared by the session (packaging, serving, promotion, Lambda tests).
 
-    Returns (TrainResult, tracking URI): the run's ``checkpoints/`` artifact and its metrics are in MLflow.
+    Its ``checkpoints/`` artifact and metrics are in MLflow at ``tracking_uri``. Tests whose subject is
+    training itself (learning, resume, DDP, S3 data) train their own, from the same ``helpers.training``.
     """
     from lightning_app.train import train
 
-    root = tmp_path_factory.mktemp("trained-run")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    overrides = [o for o in FAST_OVERRIDES if not o.startswith("data.image_size")]
-    cfg = load_config(
-        [
-            *overrides,
-            "data.image_size=32",
-            "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            f"data.root={sample_root}",
-            f"tracking_uri={uri}",
-            f"output_dir={root / 'outputs'}",
-        ]
-    )
-    return train(cfg), uri
+    overrides = run_overrides(TINY_RUN, sample_root, tmp_path_factory.mktemp("trained-run"))
+    cfg = load_config(overrides)
+    return TrainedRun(train(cfg), cfg.tracking_uri, overrides)
+
+
+@pytest.fixture(scope="session")
+def served_package(trained_run, tmp_path_factory) -> Path:
+    """The shared run as an unpacked ``model.tar.gz``: what the local endpoint serves."""
+    from deploy.packaging.builder import build_package, unpack
+
+    root = tmp_path_factory.mktemp("served-package")
+    return unpack(build_package(trained_run.result.best_checkpoint, root / "model.tar.gz"), root / "model")

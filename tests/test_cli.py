@@ -7,7 +7,8 @@ import sqlite3
 import subprocess
 
 import pytest
-from conftest import BIN, free_port
+from helpers.servers import BIN, free_port
+from helpers.training import TINY_RUN, run_overrides
 
 # Lightning binds its log handler to stderr when first imported: import it now, not inside a test whose
 # captured stderr is closed afterwards (later tests would print "--- Logging error ---").
@@ -46,15 +47,7 @@ def test_config_mistakes_name_the_key(capsys, override, expected):
 
 @pytest.fixture
 def train_args(sample_root, tmp_path):
-    db = tmp_path / "mlflow.db"
-    return db, [
-        "trainer=demo",
-        "data.image_size=32",
-        "data.num_workers=0",
-        f"data.root={sample_root}",
-        f"tracking_uri=sqlite:///{db}",
-        f"output_dir={tmp_path / 'outputs'}",
-    ]
+    return tmp_path / "mlflow.db", run_overrides(TINY_RUN, sample_root, tmp_path)
 
 
 def _mlflow_runs(db) -> int:

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 import torch
-from conftest import BIN
+from helpers.servers import BIN
+from helpers.training import TINY_RUN, run_overrides
 from mlflow import MlflowClient
 
 from conf.loader import load_config
@@ -16,15 +17,11 @@ from lightning_app.module import BreedClassifier
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = [
-    "trainer=demo",
+DDP = [
     "trainer.accelerator=cpu",
     "trainer.devices=2",
     "trainer.strategy=ddp",
-    "trainer.max_epochs=1",
-    "data.image_size=32",
     "data.batch_size=16",  # global: 8 per rank
-    "data.num_workers=0",
     "experiment_name=ddp",
 ]
 
@@ -32,13 +29,7 @@ OVERRIDES = [
 @pytest.fixture(scope="module")
 def ddp_run(sample_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("ddp")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    overrides = [
-        *OVERRIDES,
-        f"data.root={sample_root}",
-        f"tracking_uri={uri}",
-        f"output_dir={work / 'outputs'}",
-    ]
+    overrides = run_overrides(TINY_RUN, sample_root, work, *DDP)
     proc = subprocess.run(
         [str(BIN / "dogbreeds"), "train", *overrides],
         cwd=work,
@@ -48,7 +39,7 @@ def ddp_run(sample_root, tmp_path_factory):
         timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return work, MlflowClient(uri), overrides, proc
+    return work, MlflowClient(load_config(overrides).tracking_uri), overrides, proc
 
 
 def test_one_run_and_one_best_checkpoint(ddp_run):

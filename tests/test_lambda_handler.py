@@ -1,53 +1,115 @@
-"""The Lambda handler over real HTTP: every event format, URL events, and the error mapping.
+"""The Lambda handler over real HTTP: every event format, URL events, and the error mapping, against the
+project's own local endpoint (its SageMaker Runtime route) serving the session's trained run.
 
 The fetcher itself (``safe_fetch.py``, shared with the model package) is tested in test_serving_ssrf.py;
 here only what the handler adds: its default rules and how each kind of fetch failure becomes a status.
+Error paths come from real servers too: a package whose model fails at predict time (a 500 that the
+endpoint wraps as a ModelError) and an endpoint whose batching wait outlasts the client's read timeout.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import importlib
-import io
 import json
+import shutil
 import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from lambda_servers import INTERNAL_DETAIL, image_host, runtime_stand_in, self_signed_cert, start
-from PIL import Image
+from botocore.exceptions import ClientError
+from helpers.https_host import image_host, self_signed_cert, serve_in_thread
+from helpers.images import b64, jpeg_bytes
+from helpers.lambda_events import function_url, http_v2, rest_v1
+from helpers.servers import free_port
 
+from conf.loader import load_config
 from deploy.invoke import load_handler, local_runtime_client
+from deploy.local_endpoint.process import start_in_thread
 
 ENDPOINT = "dogbreeds-test"
 LIMIT = 64 * 1024
+INTERNAL_DETAIL = "CUDA error: device-side assert triggered in /opt/ml/model/code/inference.py"
+IMAGE = jpeg_bytes()
 
 handler_module = load_handler()
 safe_fetch = importlib.import_module("safe_fetch")  # the copy the handler imports
 
 
-def jpeg_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 120, 40)).save(buffer, format="JPEG")
-    return buffer.getvalue()
+def serve_cfg(*overrides: str):
+    return load_config([f"serve.endpoint_name={ENDPOINT}", "serve.port=0", *overrides]).serve
 
 
-IMAGE = jpeg_bytes()
+def failing_package(package_dir: Path, dest: Path) -> Path:
+    """A copy of the package whose model fails at predict time, as a broken model does in a container."""
+    shutil.copytree(package_dir, dest)
+    with open(dest / "code" / "inference.py", "a") as code:
+        code.write(f"\n\ndef predict_many(requests, model):\n    raise RuntimeError({INTERNAL_DETAIL!r})\n")
+    return dest
 
 
 @pytest.fixture(scope="module")
-def runtime():
-    server = runtime_stand_in()
-    address = start(server)
-    yield server, f"http://{address}"
-    server.shutdown()
+def endpoint(served_package):
+    server = start_in_thread(served_package, serve_cfg())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def failing_endpoint(served_package, tmp_path_factory):
+    server = start_in_thread(
+        failing_package(served_package, tmp_path_factory.mktemp("failing") / "model"), serve_cfg()
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_endpoint(served_package):
+    """The first request of a batch waits 3 s for company: longer than the 1 s read timeout given to it."""
+    server = start_in_thread(served_package, serve_cfg("serve.max_wait_ms=3000"))
+    yield server
+    server.stop()
+
+
+def post_to_container(endpoint, body: bytes) -> tuple[int, dict]:
+    """What the container route answers for ``body`` sent as the handler sends images."""
+    request = urllib.request.Request(
+        f"{endpoint.url}/invocations", data=body, headers={"Content-Type": handler_module.IMAGE_CONTENT_TYPE}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture(scope="module")
+def expected(endpoint) -> dict:
+    """The endpoint's own answer for IMAGE: what the handler must pass through unchanged."""
+    status, answer = post_to_container(endpoint, IMAGE)
+    assert status == 200, answer
+    return answer
+
+
+def recording_client(url: str, read_timeout: float = 30.0):
+    """A SageMaker Runtime client for ``url``, and the (path, body) of every request it puts on the wire."""
+    client = local_runtime_client(url, read_timeout=read_timeout)
+    sent: list[tuple[str, bytes]] = []
+    client.meta.events.register(
+        "before-send.sagemaker-runtime.InvokeEndpoint",
+        lambda request, **_: sent.append((urlsplit(request.url).path, request.body)),
+    )
+    return client, sent
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
     server = image_host(cert, key, IMAGE, big_size=LIMIT + 1)
-    address = start(server)
+    address = serve_in_thread(server)
     trusting = ssl.create_default_context(cafile=str(cert))
     yield server, f"https://{address}", trusting
     server.shutdown()
@@ -63,9 +125,14 @@ def env(monkeypatch):
 
 
 @pytest.fixture
+def runtime(endpoint):
+    """A client for the local endpoint and the (path, body) of every request it sends, fresh per test."""
+    return recording_client(endpoint.url)
+
+
+@pytest.fixture
 def invoke(env, runtime, images):
-    """Call the handler as Lambda would, with a boto3 client for the stand-in and loopback allowed."""
-    _, runtime_url = runtime
+    """Call the handler as Lambda would, with a client for the local endpoint and loopback URLs allowed."""
     _, _, trusting = images
     rules = safe_fetch.FetchRules(
         ("*",),
@@ -74,7 +141,7 @@ def invoke(env, runtime, images):
         refusal=lambda a: None if a == "127.0.0.1" else safe_fetch.address_refusal(a),
         context=trusting,
     )
-    client = local_runtime_client(runtime_url, read_timeout=1.0)
+    client, _ = runtime
 
     def _invoke(event, client=client):
         response = handler_module.handler(event, None, client=client, fetch_rules=rules)
@@ -85,59 +152,23 @@ def invoke(env, runtime, images):
     return _invoke
 
 
-def assert_prediction_of(body: dict, image: bytes = IMAGE) -> None:
-    assert body["predictions"][0]["breed"] == "Beagle"
-    assert body["received_sha256"] == hashlib.sha256(image).hexdigest()
-    assert body["path"] == f"/endpoints/{ENDPOINT}/invocations"
+def assert_passed_through(body: dict, expected: dict, sent: list, image: bytes = IMAGE) -> None:
+    """The handler answered the endpoint's own answer, having sent exactly these bytes to our endpoint."""
+    assert body == expected
+    assert sent[-1] == (f"/endpoints/{ENDPOINT}/invocations", image)
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def rest_v1(body, content_type="application/json", is_base64=False, method="POST", query=None):
-    return {
-        "resource": "/predict",
-        "path": "/predict",
-        "httpMethod": method,
-        "headers": {"Content-Type": content_type},
-        "queryStringParameters": query,
-        "requestContext": {"resourcePath": "/predict", "httpMethod": method, "stage": "prod"},
-        "body": body,
-        "isBase64Encoded": is_base64,
-    }
-
-
-def http_v2(body, content_type="application/json", is_base64=False, route="POST /predict"):
-    return {
-        "version": "2.0",
-        "routeKey": route,
-        "rawPath": "/predict",
-        "headers": {"content-type": content_type},
-        "requestContext": {"http": {"method": "POST", "path": "/predict"}, "stage": "$default"},
-        "body": body,
-        "isBase64Encoded": is_base64,
-    }
-
-
-def function_url(body, content_type="application/json"):
-    """Function URL events are v2-shaped with routeKey $default; bodies of non-text types arrive base64."""
-    event = http_v2(b64(body if isinstance(body, bytes) else body.encode()), content_type, True, "$default")
-    event["requestContext"]["domainName"] = "abc.lambda-url.us-east-1.on.aws"
-    return event
-
-
-def test_direct_url_event_fetches_over_https_and_sends_the_bytes(invoke, images):
+def test_direct_url_event_fetches_over_https_and_sends_the_bytes(invoke, images, runtime, expected):
     _, base, _ = images
     status, body = invoke({"url": f"{base}/dog.jpg"})
     assert status == 200
-    assert_prediction_of(body)
+    assert_passed_through(body, expected, runtime[1])
 
 
-def test_direct_base64_image_event(invoke):
+def test_direct_base64_image_event(invoke, runtime, expected):
     status, body = invoke({"image": b64(IMAGE)})
     assert status == 200
-    assert_prediction_of(body)
+    assert_passed_through(body, expected, runtime[1])
 
 
 @pytest.mark.parametrize(
@@ -163,11 +194,11 @@ def test_direct_base64_image_event(invoke):
         "furl-binary",
     ],
 )
-def test_proxy_events(invoke, images, make_event):
+def test_proxy_events(invoke, images, runtime, expected, make_event):
     _, base, _ = images
     status, body = invoke(make_event(base))
     assert status == 200
-    assert_prediction_of(body)
+    assert_passed_through(body, expected, runtime[1])
 
 
 @pytest.mark.parametrize(
@@ -189,11 +220,9 @@ def test_proxy_events(invoke, images, make_event):
     ],
 )
 def test_bad_events_are_4xx_and_never_reach_the_endpoint(invoke, runtime, event, status, message):
-    server, _ = runtime
-    before = len(server.requests)
     got_status, body = invoke(event)
     assert (got_status, message in body["error"]) == (status, True), body
-    assert len(server.requests) == before
+    assert runtime[1] == []
 
 
 @pytest.mark.parametrize(
@@ -207,11 +236,12 @@ def test_bad_events_are_4xx_and_never_reach_the_endpoint(invoke, runtime, event,
 def test_default_rules_refuse_unsafe_urls(env, images, runtime, url, status, message):
     """No injected rules: what AWS runs (any host, public addresses only, the system CA store)."""
     server, base, _ = images
-    seen, calls = len(server.paths), len(runtime[0].requests)
-    response = handler_module.handler({"url": url.format(base=base)}, None, client=object())
+    client, sent = runtime
+    seen = len(server.paths)
+    response = handler_module.handler({"url": url.format(base=base)}, None, client=client)
     assert response["statusCode"] == status
     assert message in json.loads(response["body"])["error"]
-    assert len(server.paths) == seen and len(runtime[0].requests) == calls
+    assert len(server.paths) == seen and sent == []
 
 
 @pytest.mark.parametrize(
@@ -227,36 +257,48 @@ def test_fetch_failures_keep_their_status_and_never_reach_the_endpoint(
     invoke, images, runtime, path, status, message
 ):
     server, base, _ = images
-    before_paths, before_calls = len(server.paths), len(runtime[0].requests)
+    before_paths = len(server.paths)
     got_status, body = invoke({"url": base + path})
     assert got_status == status and message in body["error"], body
     assert len(server.paths) - before_paths == 1
-    assert len(runtime[0].requests) == before_calls
+    assert runtime[1] == []
 
 
-def test_model_rejection_is_400_with_the_models_reason(invoke):
-    status, body = invoke({"image": b64(b"REJECT")})
+def test_model_rejection_is_400_with_the_models_reason(invoke, endpoint):
+    not_an_image = b"a text file, not a photo"
+    container_status, container_answer = post_to_container(endpoint, not_an_image)
+    assert container_status == 400
+    status, body = invoke({"image": b64(not_an_image)})
     assert status == 400
-    assert body == {"error": "the model rejected the image: cannot identify image file"}
+    assert body == {"error": f"the model rejected the image: {container_answer['error']}"}
 
 
-def test_model_crash_is_502_without_internals(invoke):
-    status, body = invoke({"image": b64(b"CRASH")})
+def test_model_failure_is_502_without_internals(invoke, failing_endpoint):
+    client, _ = recording_client(failing_endpoint.url)
+    with pytest.raises(ClientError) as failure:  # what the handler gets: SageMaker's ModelError for a 500
+        client.invoke_endpoint(EndpointName=ENDPOINT, Body=IMAGE, ContentType="application/x-image")
+    assert failure.value.response["Error"]["Code"] == "ModelError"
+    assert failure.value.response["OriginalStatusCode"] == 500
+    status, body = invoke({"image": b64(IMAGE)}, client=client)
     assert status == 502
     assert body == {"error": "the model endpoint failed to process the image"}
     assert INTERNAL_DETAIL not in json.dumps(body)
 
 
-def test_endpoint_timeout_is_504(invoke):
-    status, body = invoke({"image": b64(b"STALL")})
+def test_endpoint_timeout_is_504(invoke, slow_endpoint):
+    client, sent = recording_client(slow_endpoint.url, read_timeout=1.0)
+    status, body = invoke({"image": b64(IMAGE)}, client=client)
     assert (status, body) == (504, {"error": "the model endpoint did not answer in time"})
+    assert len(sent) == 1  # the request did reach the slow endpoint (this client makes one attempt)
 
 
-def test_unreachable_endpoint_and_missing_configuration_are_502(env, invoke):
-    from conftest import free_port
-
+def test_unreachable_or_unknown_endpoint_and_missing_configuration_are_502(env, invoke):
     dead = local_runtime_client(f"http://127.0.0.1:{free_port()}")
     status, body = invoke({"image": b64(IMAGE)}, client=dead)
+    assert (status, body) == (502, {"error": "the model endpoint is unavailable"})
+    env.setenv("ENDPOINT_NAME", "not-this-one")  # the endpoint answers ValidationError: no such endpoint
+    handler_module.settings.cache_clear()
+    status, body = invoke({"image": b64(IMAGE)})
     assert (status, body) == (502, {"error": "the model endpoint is unavailable"})
     env.setenv("ENDPOINT_NAME", "")
     handler_module.settings.cache_clear()
@@ -264,10 +306,9 @@ def test_unreachable_endpoint_and_missing_configuration_are_502(env, invoke):
     assert (status, body) == (502, {"error": "the function is not configured with an endpoint"})
 
 
-def test_default_client_is_created_once_and_reused(env, runtime):
+def test_default_client_is_created_once_and_reused(env, endpoint, expected):
     """As on AWS: no injected client, boto3 configured only through the environment."""
-    _, runtime_url = runtime
-    env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_url)
+    env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
     env.setenv("AWS_ACCESS_KEY_ID", "testing")
     env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     env.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -276,7 +317,7 @@ def test_default_client_is_created_once_and_reused(env, runtime):
         for _ in range(3):
             response = handler_module.handler({"image": b64(IMAGE)}, None)
             assert response["statusCode"] == 200
-            assert_prediction_of(json.loads(response["body"]))
+            assert json.loads(response["body"]) == expected
         info = handler_module.runtime_client.cache_info()
         assert (info.misses, info.hits) == (1, 2)
     finally:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import lightning as L
 import pytest
 import torch
 import torchvision
-from conftest import free_port
+from helpers.servers import free_port
 from lightning.pytorch.callbacks import Callback
 
+from lightning_app import backbone
 from lightning_app.backbone import WeightsUnavailableError, build_backbone, replace_head
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
@@ -47,6 +50,41 @@ def test_offline_weights_fail_fast_and_say_how_to_use_a_local_file(tmp_path, mon
     assert "https://download.pytorch.org/models/resnet18-" in message
     assert "model.weights=/path/to/that/file.pth" in message
     assert not list((tmp_path / "torch-home").rglob("*.pth"))  # no partial file left to be mistaken later
+
+
+@pytest.mark.timeout(60)
+def test_weights_download_is_bounded_without_touching_the_process_socket_timeout(tmp_path, monkeypatch):
+    """A proxy that takes the connection and never answers, like a firewall that drops packets: the download
+    gives up after DOWNLOAD_TIMEOUT_S, while every other thread's default socket timeout stays what it was."""
+    silent = socket.create_server(("127.0.0.1", 0))  # never accept()s: connections queue, nothing answers
+    proxy = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("https_proxy", proxy)
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(backbone, "DOWNLOAD_TIMEOUT_S", 1.0)
+    before = socket.getdefaulttimeout()
+    seen, done = set(), threading.Event()
+
+    def watch_default_timeout():
+        while not done.is_set():
+            seen.add(socket.getdefaulttimeout())
+            done.wait(0.005)
+
+    watcher = threading.Thread(target=watch_default_timeout)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(WeightsUnavailableError, match="timed out"):
+            build_backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V1")
+    finally:
+        done.set()
+        watcher.join()
+        silent.close()
+    assert 1.0 <= time.monotonic() - started < 20
+    assert seen == {before} and socket.getdefaulttimeout() == before
+    assert not list((tmp_path / "torch-home").rglob("*.partial"))
 
 
 def test_local_weights_file(tmp_path):

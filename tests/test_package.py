@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.images import b64
 
 from deploy.local_endpoint.server import load_serving_module
 from deploy.packaging.builder import PackageError, build_package, network_state_dict, unpack
@@ -25,14 +26,18 @@ STDLIB = set(sys.stdlib_module_names)
 
 @pytest.fixture(scope="module")
 def package(trained_run, tmp_path_factory):
-    result, uri = trained_run
     root = tmp_path_factory.mktemp("package")
-    tarball = build_package(result.run_id, root / "model.tar.gz", tracking_uri=uri, model_version="7")
+    tarball = build_package(
+        trained_run.result.run_id,
+        root / "model.tar.gz",
+        tracking_uri=trained_run.tracking_uri,
+        model_version="7",
+    )
     return tarball, unpack(tarball, root / "unpacked")
 
 
 def test_tarball_layout_and_metadata(trained_run, package):
-    result, _ = trained_run
+    result = trained_run.result
     tarball, folder = package
     with tarfile.open(tarball) as tar:
         assert sorted(tar.getnames()) == [
@@ -59,7 +64,7 @@ def test_tarball_layout_and_metadata(trained_run, package):
 
 
 def test_packaged_model_gives_the_checkpoint_top_k(trained_run, package, sample_root):
-    result, _ = trained_run
+    result = trained_run.result
     _, folder = package
     serving = load_serving_module(folder)
     model = serving.load_model(folder, serving.ServingSettings(top_k=3), device="cpu")
@@ -73,7 +78,7 @@ def test_packaged_model_gives_the_checkpoint_top_k(trained_run, package, sample_
     with torch.inference_mode():
         expected = reference(torch.stack([transform(load_rgb(p, pre["resize"])) for p in paths]))
     request = serving.decode_request(
-        json.dumps([{"image": _b64(p.read_bytes())} for p in paths]), "application/json", model
+        json.dumps([{"image": b64(p.read_bytes())} for p in paths]), "application/json", model
     )
     prediction = serving.predict_many([request], model)[0]
     torch.testing.assert_close(prediction.logits, expected, rtol=1e-4, atol=1e-4)
@@ -129,7 +134,7 @@ def test_serving_code_imports_only_what_its_runtimes_have(name, allowed):
 
 
 def test_checkpoint_path_package_is_reproducible(trained_run, tmp_path):
-    result, _ = trained_run
+    result = trained_run.result
     first = build_package(result.best_checkpoint, tmp_path / "a.tar.gz")
     second = build_package(result.best_checkpoint, tmp_path / "b.tar.gz")
     assert first.read_bytes() == second.read_bytes()
@@ -164,7 +169,7 @@ def test_dropout_head_is_stored_as_a_plain_linear():
 
 
 def test_bad_sources_give_clear_errors(trained_run, tmp_path):
-    _, uri = trained_run
+    uri = trained_run.tracking_uri
     with pytest.raises(PackageError, match="does not exist"):
         build_package(tmp_path / "missing.ckpt", tmp_path / "m.tar.gz")
     not_a_checkpoint = tmp_path / "notes.ckpt"
@@ -184,9 +189,3 @@ def test_cli_package_reports_bad_source(tmp_path):
     from dogbreeds.cli import main
 
     assert main(["package", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "m.tar.gz")]) == 2
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import boto3
 import mlflow
 import pytest
 import torch
-from conftest import free_port
+from helpers.images import b64
+from helpers.lambda_events import function_url, http_v2, rest_v1
+from helpers.servers import free_port
 from mlflow import MlflowClient
 from PIL import Image
-from test_lambda_handler import b64, function_url, http_v2, rest_v1
 
+from conf.loader import load_config
 from deploy import gate, registry
 from deploy.gate import PromotionRefused
 from deploy.invoke import event_for, invoke_local, parse_response
@@ -22,29 +25,55 @@ from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import eval_transform
 from lightning_app.module import BreedClassifier
 from lightning_app.tracking import log_pytorch_model
-from lightning_app.train import train
 
 
-def correctly_classified_image(cfg, checkpoint: str):
-    """A validation image the trained checkpoint (not the serving path under test) gets right."""
-    model = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
-    data = cfg.data
-    transform = eval_transform(data.image_size, data.resize_ratio, data.mean, data.std)
-    datamodule = DogBreedsDataModule(data)
+def correctly_classified_image(data_cfg, checkpoint: str, recorded_val_acc: float):
+    """A validation image the trained checkpoint (not the serving path under test) gets right.
+
+    The run recorded ``recorded_val_acc`` on this same split, so above zero there is one: the search is
+    deterministic, and a run that got none right is a broken fixture, reported as such.
+    """
+    assert recorded_val_acc > 0, f"the shared run got no validation image right (val_acc={recorded_val_acc})"
+    reference = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    pre = reference.preprocessing
+    transform = eval_transform(pre["image_size"], pre["resize"] / pre["image_size"], pre["mean"], pre["std"])
+    datamodule = DogBreedsDataModule(data_cfg)
     datamodule.setup("validate")
+    model = reference.model.eval()
     for path, label in datamodule.splits["valid"].samples:
         with Image.open(path) as image, torch.inference_mode():
-            logits = model.model(transform(image.convert("RGB")).unsqueeze(0))
+            logits = model(transform(image.convert("RGB")).unsqueeze(0))
         if int(logits.argmax()) == label:
             return path, datamodule.class_names[label]
-    pytest.skip("the tiny model got no validation image right")
+    raise AssertionError(
+        f"no validation image classified right, yet the run recorded val_acc={recorded_val_acc}"
+    )
+
+
+def copy_tracking_store(tracking_uri: str, folder) -> str:
+    """The run's SQLite store copied (artifacts stay shared, read-only): a registry of this test's own."""
+    copy = folder / "mlflow.db"
+    source, target = sqlite3.connect(tracking_uri.removeprefix("sqlite:///")), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return f"sqlite:///{copy}"
 
 
 @pytest.mark.slow
-def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, moto_endpoint):
-    port = free_port()
-    cfg = make_cfg("trainer.max_epochs=2", f"deploy.local_port={port}", "deploy.endpoint_name=dogs-e2e")
-    result = train(cfg)
+def test_promote_local_then_invoke_returns_the_right_breed(trained_run, tmp_path, moto_endpoint):
+    """The session's trained run, promoted from a copy of its tracking store (registering writes to it)."""
+    result = trained_run.result
+    overrides = [
+        *trained_run.overrides,
+        f"tracking_uri={copy_tracking_store(trained_run.tracking_uri, tmp_path)}",
+        f"output_dir={tmp_path / 'outputs'}",
+        f"deploy.local_port={free_port()}",
+        "deploy.endpoint_name=dogs-e2e",
+    ]
+    cfg = load_config(overrides)
     client = MlflowClient(cfg.tracking_uri)
 
     refused = cfg.copy()
@@ -60,7 +89,7 @@ def test_promote_local_then_invoke_returns_the_right_breed(make_cfg, tmp_path, m
         champion = client.get_model_version_by_alias("dogbreeds", "champion")
         assert (champion.run_id, str(champion.version)) == (result.run_id, promoted.registration.version)
 
-        path, breed = correctly_classified_image(cfg, result.best_checkpoint)
+        path, breed = correctly_classified_image(cfg.data, result.best_checkpoint, result.metrics["val_acc"])
         state = background.read_state(cfg.output_dir)
         body = parse_response(invoke_local(event_for(str(path)), state["url"], state["endpoint_name"]))
         assert body["predictions"][0]["label"] == breed

@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.servers import BIN
+from helpers.training import FAST_OVERRIDES, run_overrides
+from helpers.waiting import wait_for
 from mlflow.tracking import MlflowClient
 
 from lightning_app import resume
 from lightning_app.train import train
 
-BIN = Path(sys.executable).parent
 RESUME_OVERRIDES = ["trainer.max_epochs=3", "data.image_size=32", "model.arch=mobilenet_v3_small"]
 
 
@@ -31,8 +31,10 @@ def _interrupted_run(make_cfg, run_id: str, status: str = resume.RUNNING, *overr
 
 
 def test_picks_the_newest_unfinished_run_of_this_experiment(make_cfg):
-    _interrupted_run(make_cfg, "older")
-    time.sleep(0.05)
+    older = _interrupted_run(make_cfg, "older")
+    last_checkpoint = older / resume.LAST_CHECKPOINT
+    an_hour_ago = last_checkpoint.stat().st_mtime - 3600
+    os.utime(last_checkpoint, (an_hour_ago, an_hour_ago))  # "newest" is by last.ckpt's modification time
     newest = _interrupted_run(make_cfg, "newest")
     _interrupted_run(make_cfg, "done", resume.FINISHED)
     _interrupted_run(make_cfg, "other-experiment", resume.RUNNING, "experiment_name=other")
@@ -65,32 +67,21 @@ def test_fixed_checkpoint_dir_starts_fresh_when_empty_and_refuses_a_finished_run
         resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}"))
 
 
-def _cli_overrides(cfg) -> list[str]:
-    return [
-        f"data.root={cfg.data.root}",
-        f"tracking_uri={cfg.tracking_uri}",
-        f"output_dir={cfg.output_dir}",
-        "trainer=demo",
-        "data.batch_size=16",
-        "data.num_workers=0",
-        "model.lr=0.003",
-        *RESUME_OVERRIDES,
-    ]
-
-
 def _kill_after_first_checkpoint(command: list[str], output_dir: Path, cwd: Path) -> Path:
     """Start training, SIGKILL it (no cleanup, like a lost spot instance) once last.ckpt exists."""
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
+
+    def first_checkpoint() -> list[Path]:
+        found = list(output_dir.glob("*/checkpoints/last.ckpt"))
+        if not found and proc.poll() is not None:
+            raise AssertionError(f"training ended before a checkpoint: {proc.stderr.read().decode()[-2000:]}")
+        return found
+
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = list(output_dir.glob("*/checkpoints/last.ckpt"))
-            if found:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return found[0].parent
-            time.sleep(0.05)
-        raise AssertionError(f"training ended before a checkpoint: {proc.stderr.read().decode()[-2000:]}")
+        found = wait_for(first_checkpoint, 300, f"a last.ckpt under {output_dir}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return found[0].parent
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -98,11 +89,18 @@ def _kill_after_first_checkpoint(command: list[str], output_dir: Path, cwd: Path
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_one(make_cfg, tmp_path):
+def test_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_one(
+    make_cfg, sample_root, tmp_path
+):
     baseline = train(make_cfg(*RESUME_OVERRIDES, f"output_dir={tmp_path / 'baseline'}"))
 
     cfg = make_cfg(*RESUME_OVERRIDES)
-    command = [str(BIN / "dogbreeds"), "train", *_cli_overrides(cfg)]
+    # The same overrides make_cfg composes, on the command line of a process we can kill.
+    command = [
+        str(BIN / "dogbreeds"),
+        "train",
+        *run_overrides(FAST_OVERRIDES, sample_root, tmp_path, *RESUME_OVERRIDES),
+    ]
     checkpoint_dir = _kill_after_first_checkpoint(command, Path(cfg.output_dir), tmp_path)
     killed_at_epoch = torch.load(checkpoint_dir / "last.ckpt", weights_only=True)["epoch"]
     assert killed_at_epoch < 2, "the kill must land mid-training for this test to mean anything"

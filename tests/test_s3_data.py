@@ -6,6 +6,7 @@ import logging
 
 import boto3
 import pytest
+from helpers.training import TINY_RUN, run_overrides
 
 from conf.loader import load_config
 from lightning_app import s3_sync
@@ -28,18 +29,7 @@ def s3_dataset(moto_endpoint, sample_root):
 
 def _cfg(tmp_path, *overrides):
     return load_config(
-        [
-            "trainer=demo",
-            "trainer.max_epochs=1",
-            "data.image_size=32",
-            "data.batch_size=16",
-            "data.num_workers=0",
-            f"data.root={URI}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            f"output_dir={tmp_path / 'outputs'}",
-            *overrides,
-        ]
+        run_overrides(TINY_RUN, URI, tmp_path, f"data.cache_dir={tmp_path / 'cache'}", *overrides)
     )
 
 

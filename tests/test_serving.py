@@ -4,6 +4,7 @@ matrix, concurrency with micro-batching, and SIGTERM draining."""
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import signal
@@ -20,42 +21,24 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import free_port
+from helpers.images import distinct_jpegs
+from helpers.servers import free_port
+from helpers.waiting import wait_for
 from omegaconf import OmegaConf
 from PIL import Image
 
 from conf.loader import load_config
 from deploy.local_endpoint.process import launch, start_in_thread, wait_until_ready
-from deploy.packaging.builder import build_package, unpack
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def package_dir(trained_run, tmp_path_factory):
-    result, _ = trained_run
-    root = tmp_path_factory.mktemp("serving")
-    return unpack(build_package(result.best_checkpoint, root / "model.tar.gz"), root / "model")
-
-
-@pytest.fixture(scope="module")
-def endpoint(package_dir):
+def endpoint(served_package):
     cfg = load_config(["serve.port=0", "serve.max_wait_ms=5"]).serve
-    server = start_in_thread(package_dir, cfg)
+    server = start_in_thread(served_package, cfg)
     yield server
     server.stop()
-
-
-def images(count: int) -> list[bytes]:
-    """Distinct JPEGs (different colours and patterns), so a mixed-up answer would show."""
-    out = []
-    for i in range(count):
-        img = Image.new("RGB", (80, 60), ((37 * i) % 256, (91 * i) % 256, (53 * i + 100) % 256))
-        img.paste((255 - 20 * i % 256, 0, 0), (5 * i % 40, 10, 5 * i % 40 + 30, 40))
-        buffer = io.BytesIO()
-        img.save(buffer, "JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
 
 
 def post(url: str, body: bytes, content_type: str | None, headers: dict | None = None):
@@ -69,6 +52,17 @@ def post(url: str, body: bytes, content_type: str | None, headers: dict | None =
         return err.code, json.loads(err.read())
 
 
+def post_and_report_sent(port: int, body: bytes, sent: list[int]) -> int:
+    """POST an image; appends to ``sent`` once the whole request is on the wire, then waits for the status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/invocations", body, {"Content-Type": "image/jpeg"})
+        sent.append(1)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def probabilities(answer: dict) -> dict[int, float]:
     return {p["index"]: p["probability"] for p in answer["predictions"]}
 
@@ -76,7 +70,7 @@ def probabilities(answer: dict) -> dict[int, float]:
 def test_ping_and_every_accepted_format(endpoint):
     with urllib.request.urlopen(f"{endpoint.url}/ping", timeout=5) as response:
         assert response.status == 200 and json.loads(response.read())["status"] == "ok"
-    jpeg = images(1)[0]
+    jpeg = distinct_jpegs(1)[0]
     png = io.BytesIO()
     Image.open(io.BytesIO(jpeg)).save(png, "PNG")
     url = f"{endpoint.url}/invocations"
@@ -95,7 +89,7 @@ def test_ping_and_every_accepted_format(endpoint):
 
 def test_batched_request_equals_unbatched(endpoint):
     url = f"{endpoint.url}/invocations"
-    batch = images(5)
+    batch = distinct_jpegs(5)
     status, answer = post(url, json.dumps([{"image": base64.b64encode(b).decode()} for b in batch]).encode(),
                           "application/json")  # fmt: skip
     assert status == 200 and len(answer["results"]) == 5
@@ -116,7 +110,7 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
-GOOD = images(1)[0]
+GOOD = distinct_jpegs(1)[0]
 B64 = base64.b64encode(GOOD).decode()
 BAD_INPUTS = {
     "text/plain": (b"hello", "text/plain", {}, 415, "unsupported content type"),
@@ -200,7 +194,7 @@ def test_boto3_sagemaker_runtime_round_trip(endpoint):
 
 def test_32_concurrent_clients_each_get_their_own_answer(endpoint):
     url = f"{endpoint.url}/invocations"
-    distinct = images(8)
+    distinct = distinct_jpegs(8)
     expected = [probabilities(post(url, body, "image/jpeg")[1]) for body in distinct]
     batches_before = sum(endpoint.app.state.endpoint.batcher.batch_sizes.values())
     ping_times: list[float] = []
@@ -211,7 +205,7 @@ def test_32_concurrent_clients_each_get_their_own_answer(endpoint):
             start = time.monotonic()
             with urllib.request.urlopen(f"{endpoint.url}/ping", timeout=10):
                 ping_times.append(time.monotonic() - start)
-            time.sleep(0.05)
+            stop_pinging.wait(0.05)
 
     pinger = threading.Thread(target=ping_while_loaded)
     pinger.start()
@@ -232,19 +226,21 @@ def test_32_concurrent_clients_each_get_their_own_answer(endpoint):
 
 
 @pytest.mark.slow
-def test_sigterm_drains_in_flight_requests(package_dir, tmp_path):
+def test_sigterm_drains_in_flight_requests(served_package, tmp_path):
     port = free_port()
     # A long batching wait keeps the requests in flight when SIGTERM arrives.
-    proc = launch(package_dir, ["serve.max_wait_ms=1500", "serve.max_batch_size=64"], tmp_path / "log", port)
-    url = f"http://127.0.0.1:{port}"
+    proc = launch(
+        served_package, ["serve.max_wait_ms=1500", "serve.max_batch_size=64"], tmp_path / "log", port
+    )
     try:
-        wait_until_ready(url, timeout=120, alive=lambda: proc.poll() is None)
+        wait_until_ready(f"http://127.0.0.1:{port}", timeout=120, alive=lambda: proc.poll() is None)
+        sent: list[int] = []
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(post, f"{url}/invocations", GOOD, "image/jpeg") for _ in range(4)]
-            time.sleep(0.5)
+            futures = [pool.submit(post_and_report_sent, port, GOOD, sent) for _ in range(4)]
+            wait_for(lambda: len(sent) == 4, 30, "the 4 requests to be sent")
             proc.send_signal(signal.SIGTERM)
-            results = [f.result() for f in futures]
-        assert [status for status, _ in results] == [200] * 4
+            statuses = [f.result() for f in futures]
+        assert statuses == [200] * 4
         # Uvicorn re-raises the signal once drained, so the exit status is the conventional "terminated".
         assert proc.wait(timeout=30) == -signal.SIGTERM
     finally:

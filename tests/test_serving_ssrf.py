@@ -18,11 +18,10 @@ import urllib.request
 from contextlib import contextmanager
 
 import pytest
-from lambda_servers import image_host, self_signed_cert, start
+from helpers.https_host import image_host, self_signed_cert, serve_in_thread
 
 from conf.loader import load_config
 from deploy.local_endpoint.process import start_in_thread
-from deploy.packaging.builder import build_package, unpack
 from deploy.packaging.serving.safe_fetch import (
     FetchError,
     FetchRules,
@@ -77,7 +76,7 @@ def policy_trusting_test_host(address):
 def host(tmp_path_factory):
     cert, key = self_signed_cert(tmp_path_factory.mktemp("tls"))
     server = image_host(cert, key, JPEG, big_size=200_000)
-    address = start(server)
+    address = serve_in_thread(server)
     yield server, int(address.rsplit(":", 1)[1]), ssl.create_default_context(cafile=str(cert))
     server.shutdown()
 
@@ -193,13 +192,11 @@ def test_untrusted_certificate_is_refused(host):
     assert err.value.status == 400
 
 
-def test_endpoint_with_url_fetching_refuses_metadata_and_keeps_serving(trained_run, tmp_path):
-    result, _ = trained_run
-    folder = unpack(build_package(result.best_checkpoint, tmp_path / "model.tar.gz"), tmp_path / "model")
+def test_endpoint_with_url_fetching_refuses_metadata_and_keeps_serving(served_package):
     cfg = load_config(
         ["serve.port=0", "serve.url_fetch.enabled=true", "serve.url_fetch.allowed_hosts=[*]"]
     ).serve
-    endpoint = start_in_thread(folder, cfg)
+    endpoint = start_in_thread(served_package, cfg)
     try:
         for url, status in [
             ("https://169.254.169.254/latest/meta-data/iam/", 403),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import mlflow
 import pytest
 import torch
+from helpers.training import TINY_RUN, run_overrides
 from mlflow import MlflowClient
 
+from conf.loader import load_config
 from lightning_app.train import train
 
 pytestmark = pytest.mark.slow
@@ -14,25 +16,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server_run(mlflow_server, sample_root, tmp_path_factory):
-    from conf.loader import load_config
-
-    out = tmp_path_factory.mktemp("server-run")
-    cfg = load_config(
-        [
-            "trainer=demo",
-            "trainer.max_epochs=2",
-            "data.image_size=32",
-            "data.batch_size=16",
-            "data.num_workers=0",
-            f"data.root={sample_root}",
-            f"tracking_uri={mlflow_server}",
-            f"output_dir={out}",
-            "experiment_name=server-test",
-            "run_name=tiny-resnet",
-            "model.label_smoothing=0.1",
-        ]
-    )
-    return train(cfg), MlflowClient(mlflow_server)
+    """Its own run: the subject is a run tracked through the server (two epochs: a metric history)."""
+    overrides = run_overrides(
+        TINY_RUN, sample_root, tmp_path_factory.mktemp("server-run"), f"tracking_uri={mlflow_server}",
+        "trainer.max_epochs=2", "experiment_name=server-test", "run_name=tiny-resnet", "model.label_smoothing=0.1",
+    )  # fmt: skip
+    return train(load_config(overrides)), MlflowClient(mlflow_server)
 
 
 def test_run_params_metrics_and_tags_read_back(server_run):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.training import FAST_OVERRIDES, run_overrides
 from mlflow import MlflowClient
 
 from conf.loader import load_config
@@ -28,23 +29,12 @@ def run(tmp_path_factory):
     # 32 per class: 8 validation images per class make "clearly above chance" a robust statement.
     generate(root, num_classes=4, train_per_class=32, seed=0)
     (root / "train" / "003.Airedale_terrier" / "download_failed.jpg").write_bytes(b"<html>404</html>")
-    uri = f"sqlite:///{root.parent / (root.name + '-mlflow.db')}"
+    work = tmp_path_factory.mktemp("learnable-run")
     cfg = load_config(
-        [
-            "trainer=demo",
-            f"trainer.max_epochs={EPOCHS}",
-            "data.image_size=48",
-            "data.batch_size=16",
-            "data.num_workers=0",
-            "model.lr=0.003",
-            f"data.root={root}",
-            f"tracking_uri={uri}",
-            f"output_dir={root.parent / (root.name + '-outputs')}",
-            "experiment_name=learns",
-        ]
+        run_overrides(FAST_OVERRIDES, root, work, f"trainer.max_epochs={EPOCHS}", "experiment_name=learns")
     )
     result = train(cfg)
-    return result, MlflowClient(uri), root
+    return result, MlflowClient(cfg.tracking_uri), root
 
 
 def test_training_learns(run):

@@ -8,10 +8,11 @@ import subprocess
 
 import boto3
 import pytest
-from conftest import BIN, free_port
+from helpers.servers import BIN, free_port
+from helpers.training import TINY_RUN
 from mlflow import MlflowClient
 
-from experiments.sagemaker_jobs.submit import JOB_TAG, PROJECT_ROOT, job_overrides
+from experiments.sagemaker_jobs.submit import ENTRY_SCRIPT, JOB_TAG, PROJECT_ROOT, job_overrides
 from lightning_app import resume
 from lightning_app.module import BreedClassifier
 
@@ -44,14 +45,13 @@ def test_entry_point_trains_ddp_under_torchrun_and_writes_the_model_where_sagema
     env.pop("MLFLOW_TRACKING_URI", None)
     # What the launcher puts in the job's hyperparameters (its data.root is replaced by the channel).
     overrides = job_overrides(
-        ["data.root=s3://dogbreeds-data/dogImages", "trainer=demo", "trainer.accelerator=cpu",
-         "trainer.max_epochs=2", "data.image_size=32", "data.batch_size=16", "data.num_workers=0",
+        ["data.root=s3://dogbreeds-data/dogImages", *TINY_RUN, "trainer.accelerator=cpu", "trainer.max_epochs=2",
          "model.arch=mobilenet_v3_small"],
         ["resume=true", "checkpoint_dir=/opt/ml/checkpoints"],
     )  # fmt: skip
     command = [
         str(BIN / "torchrun"), "--nnodes=1", "--nproc_per_node=2", f"--master_port={free_port()}",
-        str(PROJECT_ROOT / "deploy" / "training_entry.py"), "--verb", "train", "--overrides", overrides,
+        str(PROJECT_ROOT / ENTRY_SCRIPT), "--verb", "train", "--overrides", overrides,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -7,6 +7,7 @@ A source is a ``model.tar.gz``, an unpacked package folder, or an MLflow run id 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,6 +48,27 @@ def prepare_package(source: str, workdir: Path, tracking_uri: str | None = None)
     return unpack(path, workdir / "model")
 
 
+@contextlib.contextmanager
+def exported(variables: dict[str, str]):
+    """``variables`` in this process's environment while the block runs, then what was there before.
+
+    Uvicorn starts its worker processes (and restarts crashed ones) from this environment while
+    ``uvicorn.run`` blocks, and builds each app from an import string: the environment is the only way
+    to hand them the package and config. Restoring it leaves the caller's environment as it was, with
+    no variable pointing at a package folder that is deleted when serving ends.
+    """
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def app_from_environment():
     """Uvicorn factory for ``serve.workers > 1``: each worker process builds its own app and model."""
     from deploy.local_endpoint.server import create_app
@@ -70,9 +92,12 @@ def serve(source: str, cfg: DictConfig, tracking_uri: str | None = None) -> None
         }
         log.info("serving %s on http://%s:%d", source, cfg.host, options["port"])
         if cfg.workers > 1:
-            os.environ[PACKAGE_ENV] = str(package_dir)
-            os.environ[CONFIG_ENV] = json.dumps(OmegaConf.to_container(cfg, resolve=True))
-            uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=cfg.workers, **options)
+            settings = {
+                PACKAGE_ENV: str(package_dir),
+                CONFIG_ENV: json.dumps(OmegaConf.to_container(cfg, resolve=True)),
+            }
+            with exported(settings):
+                uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=cfg.workers, **options)
         else:
             uvicorn.run(create_app(package_dir, cfg), **options)
 

@@ -1,15 +1,13 @@
-"""Real HTTP servers the Lambda handler tests talk to: an HTTPS image host and a SageMaker Runtime stand-in.
+"""A real HTTPS image host on localhost, for the URL fetcher (``safe_fetch``) and the Lambda's URL events.
 
-The runtime stand-in speaks the wire format of ``InvokeEndpoint`` (route, ModelError shape), so the
-handler's boto3 client goes over real HTTP; it echoes what it received so tests can check the bytes.
+Real TLS with a throwaway certificate, so certificate checking runs for real; paths for every fetch
+outcome (an image, oversized bodies, a 404, a slow drip, redirects to unsafe places).
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
-import json
 import ssl
 import threading
 import time
@@ -20,8 +18,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-INTERNAL_DETAIL = "Traceback (most recent call last): secret-internal-path /opt/ml/model"
 
 
 def self_signed_cert(folder: Path) -> tuple[Path, Path]:
@@ -61,7 +57,8 @@ class QuietServer(ThreadingHTTPServer):
         pass
 
 
-def start(server: ThreadingHTTPServer) -> str:
+def serve_in_thread(server: ThreadingHTTPServer) -> str:
+    """Serve in a daemon thread (stop with ``server.shutdown()``); returns ``host:port``."""
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
     return f"{host}:{port}"
@@ -118,58 +115,4 @@ def image_host(cert: Path, key: Path, image: bytes, big_size: int) -> ThreadingH
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    return server
-
-
-def runtime_stand_in() -> ThreadingHTTPServer:
-    """``POST /endpoints/NAME/invocations``: echoes a digest; magic bodies trigger ModelErrors or a stall."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _json(self, status: int, payload: dict, headers: dict | None = None):
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _model_error(self, original_status: int, original_message: str):
-            payload = {
-                "ErrorCode": "CLIENT_ERROR_FROM_MODEL"
-                if original_status < 500
-                else "SERVER_ERROR_FROM_MODEL",
-                "Message": f"Received error ({original_status}) from primary: {original_message}",
-                "OriginalMessage": original_message,
-                "OriginalStatusCode": original_status,
-                "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/x",
-            }
-            self._json(424, payload, {"x-amzn-ErrorType": "ModelError:http://internal.amazon.com/"})
-
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.server.requests.append((self.path, self.headers.get("Content-Type"), body))
-            if body == b"STALL":
-                time.sleep(3)
-                self._json(200, {})
-            elif body == b"REJECT":
-                self._model_error(400, json.dumps({"error": "cannot identify image file"}))
-            elif body == b"CRASH":
-                self._model_error(500, INTERNAL_DETAIL)
-            else:
-                self._json(
-                    200,
-                    {
-                        "predictions": [{"breed": "Beagle", "probability": 0.9}],
-                        "received_sha256": hashlib.sha256(body).hexdigest(),
-                        "path": self.path,
-                    },
-                )
-
-    server = QuietServer(("127.0.0.1", 0), Handler)
-    server.requests = []
     return server
