@@ -18,8 +18,8 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import Stubber
+from helpers.aws_plans import ARTIFACTS, NOTHING, RUN_ID, observed_after
 from mlflow import MlflowClient
-from test_aws_plan import ARTIFACTS, NOTHING, RUN_ID, observed_after
 
 from conf.loader import load_config
 from deploy import records
