@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from deploy import gate, registry
 from deploy.local_endpoint import background
 from deploy.packaging.builder import build_package, unpack
+from lightning_app.objective import Objective
 from lightning_app.tracking import resolve_tracking_uri
 
 
@@ -40,16 +41,14 @@ def serving_environment(tarball: Path, serve_cfg) -> dict[str, str]:
 
 
 def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult:
-    deploy = cfg.deploy
-    if deploy.target not in ("local", "sagemaker"):
-        raise ValueError(f"deploy.target must be local or sagemaker, not {deploy.target!r}")
+    deploy, objective = cfg.deploy, Objective.of(cfg)
     client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri))
-    choice = registry.select_run(client, cfg.experiment_name, deploy.metric, deploy.direction, deploy.run_id)
+    choice = registry.select_run(client, cfg.experiment_name, objective, deploy.run_id)
     echo(f"promoting {choice.reason}")
 
     tarball = Path(cfg.output_dir) / "promote" / choice.run_id / "model.tar.gz"
     build_package(choice.run_id, tarball, client.tracking_uri, model_version=choice.run_id)
-    recorded = registry.best_recorded(client, choice.run_id, "val_acc")
+    recorded = registry.recorded_at_best_epoch(client, choice.run_id, objective, "val_acc")
     result = gate.check(tarball, cfg.data, recorded, deploy.gate_tolerance)
     echo(
         f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "

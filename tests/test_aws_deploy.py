@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from conf.loader import load_config
+from conf.loader import ConfigError, load_config
 from deploy.aws import autoscaling, iam, lambda_function, sagemaker_endpoint
 from deploy.aws.calls import AwsCalls
 from deploy.aws.deployment import deploy_to_sagemaker, teardown
@@ -287,8 +287,8 @@ def test_better_run_updates_the_endpoint_blue_green(old_instance_type):
 
 
 def test_unknown_traffic_mode_is_refused():
-    with pytest.raises(ValueError, match="all_at_once or canary"):
-        sagemaker_endpoint.deployment_config(deploy_cfg("deploy.blue_green.traffic=linear").blue_green)
+    with pytest.raises(ConfigError, match=r"traffic=linear.*expected one of \[all_at_once, canary\]"):
+        deploy_cfg("deploy.blue_green.traffic=linear")
 
 
 def test_provisioned_concurrency_goes_on_the_alias():

@@ -46,7 +46,7 @@ def test_train_loader_hands_uint8_batches_that_the_module_normalises(datamodule,
     assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2, 3}
     assert len(loader) == 4 and loader.drop_last
 
-    model_cfg = OmegaConf.to_container(make_cfg().model, resolve=True)
+    model_cfg = OmegaConf.to_object(make_cfg().model)
     module = BreedClassifier(model_cfg, datamodule.class_names, datamodule.preprocessing)
     normalised, same_labels = module.on_after_batch_transfer((images, labels), 0)
     mean = torch.tensor(datamodule.preprocessing["mean"]).view(1, 3, 1, 1)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from conf.schema.choices import Traffic
+
 
 @dataclass(frozen=True)
 class EndpointPlan:
@@ -128,18 +130,14 @@ def ensure_endpoint_config(sagemaker, plan: EndpointPlan, tags: dict[str, str]) 
 
 def deployment_config(blue_green) -> dict:
     """The blue/green policy for ``update_endpoint``: all at once or canary, optional alarm rollback."""
-    if blue_green.traffic == "canary":
+    if blue_green.traffic == Traffic.canary:
         routing = {
             "Type": "CANARY",
             "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": blue_green.canary_percent},
             "WaitIntervalInSeconds": blue_green.wait_s,
         }
-    elif blue_green.traffic == "all_at_once":
-        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
     else:
-        raise ValueError(
-            f"deploy.blue_green.traffic must be all_at_once or canary, not {blue_green.traffic!r}"
-        )
+        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
     config = {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": routing,

@@ -71,7 +71,7 @@ def serve(source: str, cfg: DictConfig, tracking_uri: str | None = None) -> None
         log.info("serving %s on http://%s:%d", source, cfg.host, options["port"])
         if cfg.workers > 1:
             os.environ[PACKAGE_ENV] = str(package_dir)
-            os.environ[CONFIG_ENV] = json.dumps(OmegaConf.to_container(cfg, resolve=True))
+            os.environ[CONFIG_ENV] = json.dumps(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
             uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=cfg.workers, **options)
         else:
             uvicorn.run(create_app(package_dir, cfg), **options)
