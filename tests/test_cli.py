@@ -119,12 +119,6 @@ def test_a_bug_is_not_disguised_as_a_user_mistake(monkeypatch, capsys):
     assert "error:" not in capsys.readouterr().err
 
 
-def test_dry_run_without_sagemaker_is_a_user_mistake(capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    code, err = _train(capsys, "--dry-run")
-    assert code == 2 and "--dry-run prints SageMaker job definitions: add backend=sagemaker" in err
-
-
 def test_offline_weights_are_one_actionable_line(capsys, train_args, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{free_port()}")

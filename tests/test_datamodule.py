@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from conf.loader import ConfigError
 from lightning_app import layout
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import ImageSamples, eval_transform, load_rgb
@@ -80,7 +81,7 @@ def test_batch_size_not_dividing_across_ranks_is_an_error(make_cfg):
     dm = DogBreedsDataModule(make_cfg("data.batch_size=15").data)
     dm.trainer = _ddp_trainer()
     with pytest.raises(
-        ValueError, match=r"data.batch_size=15 does not divide across 2 DDP processes.*e.g. 14"
+        ConfigError, match=r"data.batch_size=15 does not divide across 2 DDP processes.*e.g. 14"
     ):
         dm.setup("fit")
 
