@@ -76,7 +76,8 @@ def recorded_at_best_epoch(client: MlflowClient, run_id: str, objective: Objecti
     history = client.get_metric_history(run_id, objective.metric)
     if not history:
         raise RunSelectionError(f"run {run_id} has no {objective.metric!r} history to find its best epoch")
-    best_step = objective.best(history, lambda point: point.value).step
+    in_order = sorted(history, key=lambda point: (point.step, point.timestamp))  # ties: the earliest epoch
+    best_step = objective.best(in_order, lambda point: point.value).step
     at_best = [point.value for point in client.get_metric_history(run_id, metric) if point.step == best_step]
     if not at_best:
         raise RunSelectionError(
