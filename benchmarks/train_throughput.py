@@ -113,7 +113,7 @@ def step_benchmark(data_root: Path, args) -> dict:
     dataset = TensorDataset(images.repeat(repeat, 1, 1, 1)[:needed], labels.repeat(repeat)[:needed])
     loader = DataLoader(dataset, batch_size=args.batch_size)
 
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg = OmegaConf.to_object(cfg.model)
     torch.manual_seed(0)
     module = BreedClassifier(model_cfg, datamodule.class_names, datamodule.preprocessing)
     initial = copy.deepcopy(module.model.state_dict())

@@ -1,4 +1,5 @@
-"""Promotion gate: the package, loaded by its own serving code, must reproduce the run's val accuracy.
+"""Promotion gate: the package, loaded by its own serving code, must reproduce the val accuracy its run
+recorded at the epoch of the kept (best by the objective) checkpoint.
 
 This catches what unit tests cannot see for a particular run: a head that did not survive packaging,
 preprocessing that drifted between training and serving, class names out of order. The serving code
@@ -14,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from conf.errors import DogbreedsError
 from deploy.local_endpoint.server import load_serving_module
 from deploy.packaging.builder import unpack
 from lightning_app.datamodule import DogBreedsDataModule
@@ -22,7 +24,7 @@ BATCH = 32
 IMAGE_TYPE = "application/x-image"
 
 
-class PromotionRefused(ValueError):
+class PromotionRefused(DogbreedsError):
     """The package does not reproduce the run; the message carries both numbers."""
 
 

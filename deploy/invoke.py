@@ -15,7 +15,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from conf.errors import DogbreedsError
 from deploy.aws.lambda_function import LAMBDA_DIR
+
+
+class InvocationError(DogbreedsError):
+    """The image cannot be sent, or the endpoint answered with an error; the message carries its reason."""
 
 
 def event_for(image: str) -> dict:
@@ -24,7 +29,7 @@ def event_for(image: str) -> dict:
         return {"url": image}
     path = Path(image).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{image} is neither an image file nor an https:// URL")
+        raise InvocationError(f"{image} is neither an image file nor an https:// URL")
     return {"image": base64.b64encode(path.read_bytes()).decode()}
 
 
@@ -80,7 +85,7 @@ def invoke_lambda(event: dict, deploy) -> dict:
     )
     payload = json.loads(answer["Payload"].read())
     if "FunctionError" in answer:
-        raise RuntimeError(f"the Lambda failed: {payload.get('errorMessage', payload)}")
+        raise InvocationError(f"the Lambda failed: {payload.get('errorMessage', payload)}")
     return payload
 
 
@@ -88,7 +93,7 @@ def parse_response(response: dict) -> dict:
     """The handler's JSON body; a non-200 becomes an error carrying the handler's own message."""
     body = json.loads(response["body"])
     if response["statusCode"] != 200:
-        raise ValueError(f"HTTP {response['statusCode']}: {body.get('error', body)}")
+        raise InvocationError(f"HTTP {response['statusCode']}: {body.get('error', body)}")
     return body
 
 

@@ -15,9 +15,12 @@ from pathlib import Path
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from conf.loader import ConfigError
+from conf.schema.choices import DeployTarget
 from deploy import gate, registry
 from deploy.local_endpoint import background
 from deploy.packaging.builder import build_package, unpack
+from lightning_app.objective import Objective
 from lightning_app.tracking import resolve_tracking_uri
 
 
@@ -46,20 +49,18 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
     The plan comes before the registry so a config or credentials problem stops the promote while the
     old champion is still champion; ``dry_run`` stops after printing the plan and touches no registry.
     """
-    deploy = cfg.deploy
-    if deploy.target not in ("local", "sagemaker"):
-        raise ValueError(f"deploy.target must be local or sagemaker, not {deploy.target!r}")
+    deploy, objective = cfg.deploy, Objective.of(cfg)
     if deploy.assume_absent and not dry_run:
-        raise ValueError(
+        raise ConfigError(
             "deploy.assume_absent=true plans as if nothing existed in AWS: use it with --dry-run only"
         )
     client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri))
-    choice = registry.select_run(client, cfg.experiment_name, deploy.metric, deploy.direction, deploy.run_id)
+    choice = registry.select_run(client, cfg.experiment_name, objective, deploy.run_id)
     echo(f"promoting {choice.reason}")
 
     tarball = Path(cfg.output_dir) / "promote" / choice.run_id / "model.tar.gz"
     build_package(choice.run_id, tarball, client.tracking_uri, model_version=choice.run_id)
-    recorded = registry.best_recorded(client, choice.run_id, "val_acc")
+    recorded = registry.recorded_at_best_epoch(client, choice.run_id, objective, "val_acc")
     result = gate.check(tarball, cfg.data, recorded, deploy.gate_tolerance)
     echo(
         f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "
@@ -67,7 +68,7 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
     )
     promoted = PromoteResult(choice.run_id, choice.reason, result, None, tarball)
     plan = None
-    if deploy.target == "sagemaker":
+    if deploy.target == DeployTarget.sagemaker:
         from deploy.aws.plan import format_plan
 
         plan = sagemaker_plan(cfg, choice.run_id, tarball)

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from conf.errors import DogbreedsError
+from lightning_app.objective import Objective
 from lightning_app.tracking import MODEL_ARTIFACT
 
 CHAMPION, PREVIOUS = "champion", "previous"
 
 
-class RunSelectionError(ValueError):
+class RunSelectionError(DogbreedsError):
     """No run fits the request; the message says what was searched."""
 
 
@@ -28,12 +30,9 @@ class RunChoice:
     reason: str
 
 
-def select_run(
-    client: MlflowClient, experiment_name: str, metric: str, direction: str, run_id=None
-) -> RunChoice:
-    """The explicit ``run_id``, else the best FINISHED run of the experiment that logged ``metric``."""
-    if direction not in ("maximize", "minimize"):
-        raise RunSelectionError(f"deploy.direction must be maximize or minimize, not {direction!r}")
+def select_run(client: MlflowClient, experiment_name: str, objective: Objective, run_id=None) -> RunChoice:
+    """The explicit ``run_id``, else the best FINISHED run of the experiment by the objective."""
+    metric = objective.metric
     if run_id:
         try:
             run = client.get_run(run_id)
@@ -48,13 +47,12 @@ def select_run(
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise RunSelectionError(f"no MLflow experiment named {experiment_name!r}: train or sweep first")
-    order = "DESC" if direction == "maximize" else "ASC"
     runs = [
         run
         for run in client.search_runs(
             [experiment.experiment_id],
             filter_string="attributes.status = 'FINISHED'",
-            order_by=[f"metrics.`{metric}` {order}"],
+            order_by=[f"metrics.`{metric}` {objective.mlflow_order}"],
             max_results=1000,
         )
         if metric in run.data.metrics
@@ -67,17 +65,25 @@ def select_run(
     return RunChoice(
         best.info.run_id,
         value,
-        f"run {best.info.run_id} ({name}): {metric}={value:.4f}, the {'highest' if order == 'DESC' else 'lowest'} "
+        f"run {best.info.run_id} ({name}): {metric}={value:.4f}, the {objective.best_word} "
         f"of {len(runs)} finished runs in experiment {experiment_name!r}",
     )
 
 
-def best_recorded(client: MlflowClient, run_id: str, metric: str = "val_acc") -> float:
-    """The best value in the metric's history: the one the saved (best) checkpoint was selected at."""
-    history = client.get_metric_history(run_id, metric)
+def recorded_at_best_epoch(client: MlflowClient, run_id: str, objective: Objective, metric: str) -> float:
+    """``metric`` as logged at the epoch where the objective was best: the epoch whose checkpoint the run
+    kept (ModelCheckpoint monitors the same objective). Both are logged together, at the same step."""
+    history = client.get_metric_history(run_id, objective.metric)
     if not history:
-        raise RunSelectionError(f"run {run_id} has no {metric!r} history to gate against")
-    return max(point.value for point in history)
+        raise RunSelectionError(f"run {run_id} has no {objective.metric!r} history to find its best epoch")
+    in_order = sorted(history, key=lambda point: (point.step, point.timestamp))  # ties: the earliest epoch
+    best_step = objective.best(in_order, lambda point: point.value).step
+    at_best = [point.value for point in client.get_metric_history(run_id, metric) if point.step == best_step]
+    if not at_best:
+        raise RunSelectionError(
+            f"run {run_id} logged no {metric!r} at step {best_step}, where its {objective.metric} was best"
+        )
+    return at_best[-1]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from conf.loader import ConfigError, load_config
+from conf.errors import DogbreedsError
+from conf.loader import load_config
+from conf.schema.choices import DeployTarget
 from experiments.launch import launch
 
 OVERRIDES_HELP = "Hydra overrides, e.g. model=resnet50 model.lr=3e-4 data.root=s3://bucket/dogImages"
@@ -79,7 +81,7 @@ def cmd_promote(args) -> None:
 
 def cmd_teardown(args) -> None:
     cfg = load_config(args.overrides)
-    if cfg.deploy.target == "local":
+    if cfg.deploy.target == DeployTarget.local:
         from deploy.local_endpoint.background import read_state, stop
 
         if args.dry_run:
@@ -119,12 +121,12 @@ def cmd_invoke(args) -> None:
 
     cfg = load_config(args.overrides)
     event = invoke.event_for(args.image)
-    if cfg.deploy.target == "local":
+    if cfg.deploy.target == DeployTarget.local:
         from deploy.local_endpoint.background import read_state
 
         state = read_state(cfg.output_dir)
         if state is None:
-            raise ValueError(
+            raise invoke.InvocationError(
                 f"no local endpoint recorded under {cfg.output_dir}: run dogbreeds promote first"
             )
         response = invoke.invoke_local(event, state["url"], state["endpoint_name"])
@@ -223,11 +225,13 @@ def log_to_stderr() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A mistake the user can fix (``DogbreedsError``) is one line and exit code 2; anything else is a
+    bug and propagates with its traceback."""
     log_to_stderr()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except DogbreedsError as err:
         print(f"dogbreeds {args.verb}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 from experiments import sweep_tracking
 from experiments.search_space import SearchParam, apply_params
 from lightning_app import tracking
+from lightning_app.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         from lightning_app.train import train
 
-        metric = self.cfg.sweep.metric
+        metric = Objective.of(self.cfg).metric
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = {param.key: param.suggest(trial) for param in self.params}
         trial_cfg = trial_config(self.cfg, values, trial.number)

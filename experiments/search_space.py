@@ -16,12 +16,14 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-TYPES = ("float", "int", "categorical")
+from conf.errors import DogbreedsError
+from conf.schema.choices import ParamType
+
 CATEGORICAL_VALUE_TYPES = (type(None), bool, int, float, str)
 _ABSENT = object()
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(DogbreedsError):
     """A ``sweep.space`` entry cannot be searched; the message names the entry and what to change."""
 
 
@@ -78,18 +80,16 @@ def _parse_entry(cfg: DictConfig, entry) -> SearchParam:
         raise SearchSpaceError("the sweep section itself cannot be searched")
     current = OmegaConf.select(cfg, key, default=_ABSENT)
     if current is _ABSENT:
-        raise SearchSpaceError(f"unknown config key {key}; see conf/schema.py for the keys that exist")
+        raise SearchSpaceError(f"unknown config key {key}; see conf/schema/ for the keys that exist")
     if OmegaConf.is_config(current):
         raise SearchSpaceError(f"{key} is a config section, not a value; search one of its keys")
-    if entry.type not in TYPES:
-        raise SearchSpaceError(f"type {entry.type!r} is not one of {', '.join(TYPES)}")
     distribution = _distribution(entry)
     _check_fits_schema(cfg, key, _extreme_values(distribution))
     return SearchParam(key, distribution)
 
 
 def _distribution(entry) -> optuna.distributions.BaseDistribution:
-    if entry.type == "categorical":
+    if entry.type == ParamType.categorical:
         if entry.low is not None or entry.high is not None or entry.log or entry.step is not None:
             raise SearchSpaceError("categorical takes only choices (no low/high/log/step)")
         choices = list(entry.choices or [])
@@ -104,7 +104,7 @@ def _distribution(entry) -> optuna.distributions.BaseDistribution:
         raise SearchSpaceError(f"{entry.type} takes low/high, not choices; use type: categorical for a list")
     if entry.low is None or entry.high is None:
         raise SearchSpaceError(f"{entry.type} needs both low and high")
-    if entry.type == "int":
+    if entry.type == ParamType.int:
         bounds = (entry.low, entry.high, entry.step if entry.step is not None else 1)
         if any(value != int(value) for value in bounds):
             raise SearchSpaceError(f"int low/high/step must be whole numbers (got {bounds})")

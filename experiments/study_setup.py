@@ -22,27 +22,29 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from conf.errors import DogbreedsError
+from conf.schema.choices import Pruner, Sampler
 from experiments import sweep_tracking
 from experiments.storage_retry import RetryingRDBStorage
 from lightning_app import tracking
+from lightning_app.objective import Objective
 
 SAMPLERS = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "qmc": optuna.samplers.QMCSampler,
-    "gp": optuna.samplers.GPSampler,
-    "nsgaii": optuna.samplers.NSGAIISampler,
+    Sampler.tpe: optuna.samplers.TPESampler,
+    Sampler.random: optuna.samplers.RandomSampler,
+    Sampler.cmaes: optuna.samplers.CmaEsSampler,
+    Sampler.qmc: optuna.samplers.QMCSampler,
+    Sampler.gp: optuna.samplers.GPSampler,
+    Sampler.nsgaii: optuna.samplers.NSGAIISampler,
 }
 PRUNERS = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "none": optuna.pruners.NopPruner,
+    Pruner.median: optuna.pruners.MedianPruner,
+    Pruner.percentile: optuna.pruners.PercentilePruner,
+    Pruner.successive_halving: optuna.pruners.SuccessiveHalvingPruner,
+    Pruner.hyperband: optuna.pruners.HyperbandPruner,
+    Pruner.threshold: optuna.pruners.ThresholdPruner,
+    Pruner.none: optuna.pruners.NopPruner,
 }
-DIRECTIONS = ("maximize", "minimize")
 DEFAULT_STORAGE_FILE = "optuna.db"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # Sweep keys that only say how this process takes part, not what is searched: left out of the
@@ -50,18 +52,12 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 RUN_CONTROL_KEYS = ("n_trials", "timeout_s", "workers", "worker_index", "storage", "study_name")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(DogbreedsError):
     """The sweep section cannot start a study; the message names the key."""
 
 
 def check_sweep_config(sweep: DictConfig) -> None:
-    if sweep.direction not in DIRECTIONS:
-        raise SweepConfigError(f"sweep.direction={sweep.direction!r}; choose one of {DIRECTIONS}")
-    if not sweep.metric.startswith("val_"):
-        raise SweepConfigError(
-            f"sweep.metric={sweep.metric!r}: use a validation metric logged every epoch "
-            "(val_acc, val_loss, val_acc_top5) so trials can be pruned"
-        )
+    """What the schema cannot say: sampler, pruner, metric and direction are closed choices there."""
     if sweep.n_trials is None and sweep.timeout_s is None:
         raise SweepConfigError("set sweep.n_trials or sweep.timeout_s (or both): the study needs an end")
     if sweep.workers < 1:
@@ -82,15 +78,9 @@ def build_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
     return _build("pruner", PRUNERS, sweep.pruner, sweep.pruner_args, {})
 
 
-def _build(kind: str, known: dict, name: str, args_by_name: DictConfig, defaults: dict):
-    """Arguments are kept per name, so switching ``sweep.pruner`` never passes another pruner's args."""
-    if name not in known:
-        raise SweepConfigError(f"sweep.{kind}={name!r}; choose one of {', '.join(known)}")
-    unknown = set(args_by_name) - set(known)
-    if unknown:
-        raise SweepConfigError(
-            f"sweep.{kind}_args has {sorted(unknown)}; keys are {kind} names: {', '.join(known)}"
-        )
+def _build(kind: str, known: dict, name: Sampler | Pruner, args_by_name: DictConfig, defaults: dict):
+    """Arguments are kept per name (the schema keys them by sampler/pruner name), so switching
+    ``sweep.pruner`` never passes another pruner's args."""
     kwargs = {**defaults, **args_by_name.get(name, {})}
     try:
         return known[name](**OmegaConf.to_container(OmegaConf.create(kwargs)))
@@ -127,7 +117,7 @@ def build_storage(sweep: DictConfig, stale_trial_callback=None) -> optuna.storag
 
 def default_study_name(cfg: DictConfig) -> str:
     """``<experiment>-<hash>`` of everything that defines the search (not of how it is run)."""
-    searched = OmegaConf.to_container(cfg, resolve=True)
+    searched = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     searched.pop("tracking_uri", None)
     searched.pop("output_dir", None)
     for key in RUN_CONTROL_KEYS:
@@ -144,17 +134,17 @@ def open_study(
     cfg: DictConfig, storage: optuna.storages.RDBStorage, sampler, pruner
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists. Returns ``(study, created_here)``."""
-    sweep = cfg.sweep
+    direction = Objective.of(cfg).optuna_direction
     kwargs = dict(study_name=study_name(cfg), storage=storage)
     kwargs.update(sampler=sampler, pruner=pruner)
     try:
-        return optuna.create_study(direction=sweep.direction, **kwargs), True
+        return optuna.create_study(direction=direction, **kwargs), True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
-    if study.direction.name.lower() != sweep.direction:
+    if study.direction.name.lower() != direction:
         raise SweepConfigError(
             f"study {kwargs['study_name']} was created to {study.direction.name.lower()}, but "
-            f"sweep.direction={sweep.direction}; pick another sweep.study_name"
+            f"sweep.direction={direction}; pick another sweep.study_name"
         )
     return study, False
 
@@ -183,7 +173,7 @@ def parent_run_id(cfg: DictConfig, study: optuna.Study, created: bool, client: M
 
 
 def parent_params(cfg: DictConfig, study: optuna.Study) -> dict[str, str]:
-    sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
+    sweep = OmegaConf.to_container(cfg.sweep, resolve=True, enum_to_str=True)
     for key in ("storage", "workers", "worker_index"):
         sweep.pop(key)
     params = {f"sweep.{k}": v for k, v in tracking.flatten(sweep).items()}

@@ -16,6 +16,7 @@ import optuna
 from omegaconf import DictConfig
 from rich.console import Console
 
+from conf.errors import DogbreedsError
 from experiments import progress
 
 # Set per worker by the launcher; the user's own values are replaced, not duplicated (Hydra refuses that).
@@ -67,4 +68,4 @@ def launch_workers(cfg: DictConfig, overrides: list[str], study: optuna.Study, c
                 proc.wait()
     failed = [f"{path} (exit {proc.returncode})" for proc, path in procs if proc.returncode != 0]
     if failed:
-        raise RuntimeError("sweep workers failed; see " + ", ".join(failed))
+        raise DogbreedsError("sweep workers failed; see " + ", ".join(failed))

@@ -19,14 +19,15 @@ import torch
 import torchvision
 from torch import nn
 
+from conf.errors import DogbreedsError
+from conf.loader import ConfigError
+from lightning_app import checkpoints
+
 log = logging.getLogger(__name__)
 
 
-class WeightsUnavailableError(ValueError):
-    """Pretrained weights could not be fetched or read; the message says how to use a local file.
-
-    A ValueError like every other bad config value, so the CLI reports it as one line, not a traceback.
-    """
+class WeightsUnavailableError(DogbreedsError):
+    """Pretrained weights could not be fetched or read; the message says how to use a local file."""
 
 
 # torch.hub downloads with urllib and no timeout: where a firewall drops packets instead of refusing them,
@@ -75,8 +76,7 @@ def _looks_like_path(weights: str) -> bool:
 def _load_local_weights(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise WeightsUnavailableError(f"model.weights={path} is not a file")
-    # weights_only=True: a checkpoint is data, never code to unpickle.
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoints.read(path)  # data, never code to unpickle
     if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     # Tensors whose shape differs are the old head (ImageNet's 1000 classes, or another run's breeds):
@@ -91,7 +91,7 @@ def _load_local_weights(model: nn.Module, path: Path) -> None:
 def build_backbone(arch: str, weights: str | None) -> nn.Module:
     """The torchvision model ``arch`` with weights from a torchvision enum name, a local file, or none."""
     if arch not in torchvision.models.list_models(module=torchvision.models):
-        raise ValueError(
+        raise ConfigError(
             f"model.arch={arch!r} is not a torchvision classification model; "
             "see torchvision.models.list_models(module=torchvision.models)"
         )
@@ -106,7 +106,7 @@ def build_backbone(arch: str, weights: str | None) -> nn.Module:
         weight_enum = torchvision.models.get_model_weights(arch)[enum_name]
     except KeyError:
         choices = [w.name for w in torchvision.models.get_model_weights(arch)] + ["DEFAULT"]
-        raise ValueError(f"model.weights={weights!r} is not one of {arch}'s weights: {choices}") from None
+        raise ConfigError(f"model.weights={weights!r} is not one of {arch}'s weights: {choices}") from None
     try:
         _download_to_hub_cache(weight_enum.url)
         return torchvision.models.get_model(arch, weights=weight_enum)
@@ -122,7 +122,9 @@ def head_name(model: nn.Module) -> str:
     """Qualified name of the output layer: the last nn.Linear in registration order."""
     linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linear:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear output layer to replace")
+        raise ConfigError(
+            f"{type(model).__name__} has no nn.Linear output layer to replace; pick another model.arch"
+        )
     return linear[-1]
 
 

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from conf.loader import ConfigError
 from lightning_app import layout, resized_copies, s3_sync
 from lightning_app.images import ImageSamples, eval_resize, eval_transform, train_transform
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class DogBreedsDataModule(L.LightningDataModule):
     def __init__(self, cfg):
-        """``cfg`` is the ``data`` config section (see conf/schema.py: DataConfig)."""
+        """``cfg`` is the ``data`` config section (see conf/schema/training.py: DataConfig)."""
         super().__init__()
         self.cfg = cfg
         self.splits: dict[str, layout.Split] = {}
@@ -101,7 +102,7 @@ class DogBreedsDataModule(L.LightningDataModule):
         """data.batch_size is the global batch: the same hyperparameter means the same thing on 1 or 8 GPUs."""
         size, world = self.cfg.batch_size, self.world_size
         if size < 1 or size % world:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size={size} does not divide across {world} DDP processes; "
                 f"use a multiple of {world} (e.g. {max(world, size // world * world)})"
             )

@@ -13,12 +13,16 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from conf.errors import DogbreedsError
+from conf.schema.choices import CorruptImages
+
 SPLITS = ("train", "valid", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
-class DatasetLayoutError(ValueError):
-    """The folder does not follow the dogImages layout; the message says what to fix."""
+class DatasetLayoutError(DogbreedsError):
+    """The dataset at data.root is missing or does not follow the dogImages layout; the message says
+    what to fix."""
 
 
 def class_name(folder_name: str) -> str:
@@ -52,10 +56,8 @@ def readable_header(path: Path) -> bool:
         return False
 
 
-def read_split(root: Path, split: str, folders: list[str], corrupt_images: str) -> Split:
-    """List a split's samples, applying the corrupt-image policy ("skip" or "fail")."""
-    if corrupt_images not in ("skip", "fail"):
-        raise DatasetLayoutError(f"data.corrupt_images must be 'skip' or 'fail', got {corrupt_images!r}")
+def read_split(root: Path, split: str, folders: list[str], corrupt_images: CorruptImages) -> Split:
+    """List a split's samples, applying the corrupt-image policy."""
     samples: list[tuple[Path, int]] = []
     skipped: list[Path] = []
     for label, folder in enumerate(folders):
@@ -70,7 +72,7 @@ def read_split(root: Path, split: str, folders: list[str], corrupt_images: str) 
                 samples.append((path, label))
             else:
                 skipped.append(path)
-    if skipped and corrupt_images == "fail":
+    if skipped and corrupt_images == CorruptImages.fail:
         listed = "\n  ".join(str(p) for p in skipped[:20])
         raise DatasetLayoutError(
             f"{len(skipped)} unreadable image(s) in {split}/ (data.corrupt_images=fail):\n  {listed}\n"

@@ -12,11 +12,20 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from conf.schema.choices import Optimizer, Scheduler
+from conf.schema.training import ModelConfig
+from lightning_app import checkpoints
 from lightning_app.backbone import backbone_stages, build_backbone, replace_head
 from lightning_app.images import normalize_uint8
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-SCHEDULERS = ("cosine", "step", "onecycle", "none")
+OPTIMIZERS = {
+    Optimizer.adamw: torch.optim.AdamW,
+    Optimizer.adam: torch.optim.Adam,
+    Optimizer.sgd: torch.optim.SGD,
+}
+
+# The typed model config is saved as hyperparameters; Lightning reads it back with weights_only=True.
+checkpoints.allow_model_config()
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -27,22 +36,17 @@ def _accuracy_metrics(num_classes: int) -> MetricCollection:
 
 
 class BreedClassifier(L.LightningModule):
-    def __init__(self, model_cfg: dict, class_names: list[str], preprocessing: dict):
-        """``model_cfg`` is the ``model`` config section as a plain dict (saved as hyperparameters)."""
+    def __init__(self, model_cfg: ModelConfig, class_names: list[str], preprocessing: dict):
+        """``model_cfg``: the typed ``model`` section (``OmegaConf.to_object(cfg.model)``), saved as a
+        hyperparameter so ``load_from_checkpoint`` rebuilds the same module."""
         super().__init__()
         self.save_hyperparameters()
-        if model_cfg["optimizer"] not in OPTIMIZERS:
-            raise ValueError(
-                f"model.optimizer={model_cfg['optimizer']!r}; choose one of {sorted(OPTIMIZERS)}"
-            )
-        if model_cfg["scheduler"] not in SCHEDULERS:
-            raise ValueError(f"model.scheduler={model_cfg['scheduler']!r}; choose one of {SCHEDULERS}")
         self.cfg = model_cfg
         self.class_names = list(class_names)
         self.preprocessing = dict(preprocessing)
-        self.model = build_backbone(model_cfg["arch"], model_cfg["weights"])
-        self.head_name = replace_head(self.model, len(class_names), model_cfg["dropout"])
-        if model_cfg["channels_last"]:
+        self.model = build_backbone(model_cfg.arch, model_cfg.weights)
+        self.head_name = replace_head(self.model, len(class_names), model_cfg.dropout)
+        if model_cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # Train batches arrive as uint8 (see images.train_transform) and are normalised here, on the device.
         self.register_buffer(
@@ -51,7 +55,7 @@ class BreedClassifier(L.LightningModule):
         self.register_buffer(
             "pixel_std", torch.tensor(preprocessing["std"]).view(1, 3, 1, 1), persistent=False
         )
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=model_cfg["label_smoothing"])
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=model_cfg.label_smoothing)
         metrics = _accuracy_metrics(len(class_names))
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
@@ -59,11 +63,16 @@ class BreedClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
     @property
+    def validation_metric_names(self) -> list[str]:
+        """What every validation epoch logs: the metrics an objective can monitor."""
+        return ["val_loss", *self.val_metrics.keys()]
+
+    @property
     def backbone_stages(self) -> list[nn.Module]:
         return backbone_stages(self.model, self.head_name)
 
     def configure_model(self) -> None:
-        if self.cfg["compile"] and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
+        if self.cfg.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
             self.model = torch.compile(self.model)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -73,7 +82,7 @@ class BreedClassifier(L.LightningModule):
         return images, labels
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.cfg["channels_last"]:
+        if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
@@ -105,41 +114,36 @@ class BreedClassifier(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg
         params = [p for p in self.parameters() if p.requires_grad]
-        kwargs = {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}
-        if cfg["optimizer"] == "sgd":
-            kwargs.update(momentum=cfg["momentum"], nesterov=True)
-        optimizer = OPTIMIZERS[cfg["optimizer"]](params, **kwargs)
+        kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+        if cfg.optimizer == Optimizer.sgd:
+            kwargs.update(momentum=cfg.momentum, nesterov=True)
+        optimizer = OPTIMIZERS[cfg.optimizer](params, **kwargs)
         scheduler = self._scheduler(optimizer)
         if scheduler is None:
             return optimizer
-        interval = "step" if cfg["scheduler"] == "onecycle" else "epoch"
+        interval = "step" if cfg.scheduler == Scheduler.onecycle else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def _scheduler(self, optimizer):
         cfg, epochs = self.cfg, max(self.trainer.max_epochs or 1, 1)
-        name = cfg["scheduler"]
-        if name == "none":
+        if cfg.scheduler == Scheduler.none:
             return None
-        if name == "onecycle":
+        if cfg.scheduler == Scheduler.onecycle:
             return torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=cfg["lr"], total_steps=int(self.trainer.estimated_stepping_batches)
+                optimizer, max_lr=cfg.lr, total_steps=int(self.trainer.estimated_stepping_batches)
             )
-        if name == "step":
-            main = torch.optim.lr_scheduler.StepLR(optimizer, cfg["step_size"], cfg["gamma"])
+        if cfg.scheduler == Scheduler.step:
+            main = torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
         else:
-            main = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, max(epochs - cfg["warmup_epochs"], 1)
-            )
-        if not cfg["warmup_epochs"]:
+            main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs - cfg.warmup_epochs, 1))
+        if not cfg.warmup_epochs:
             return main
-        warmup = torch.optim.lr_scheduler.LinearLR(
-            optimizer, start_factor=0.1, total_iters=cfg["warmup_epochs"]
-        )
-        return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], [cfg["warmup_epochs"]])
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=cfg.warmup_epochs)
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], [cfg.warmup_epochs])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dogbreeds"] = {
-            "arch": self.cfg["arch"],
+            "arch": self.cfg.arch,
             "class_names": self.class_names,
             "preprocessing": self.preprocessing,
             "head": self.head_name,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from conf.errors import DogbreedsError
 from lightning_app import tracking
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ STATE_FILE = "run.json"
 LAST_CHECKPOINT = "last.ckpt"
 RUNNING, FINISHED = "running", "finished"
 
-# Keys that may differ when continuing: where things are, how many devices, how long to train.
-# Anything else (model, data preprocessing, seed, ...) would make the continued run a different run.
+# Keys that may differ when continuing: where things are, how many devices, how long to train, and
+# how a model is served or deployed afterwards. Anything else (model, data preprocessing, seed, the
+# objective, ...) would make the continued run a different run.
 CHANGEABLE_ON_RESUME = (
     "resume",
     "checkpoint_dir",
@@ -43,7 +45,13 @@ CHANGEABLE_ON_RESUME = (
     "trainer.strategy",
     "trainer.max_epochs",
     "trainer.enable_progress_bar",
+    "serve.",
+    "deploy.",
 )
+
+
+class ResumeError(DogbreedsError):
+    """``resume=true`` has no run to continue, or the config describes another run; the message says which."""
 
 
 @dataclass
@@ -60,7 +68,7 @@ def checkpoint_dir_for(cfg: DictConfig, run_id: str | None) -> Path:
 
 
 def _flat(cfg: DictConfig) -> dict[str, str]:
-    return tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    return tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
 def _write_state(run_dir: Path, state: dict) -> None:
@@ -114,7 +122,7 @@ def check_same_run(saved: dict[str, str], cfg: DictConfig) -> None:
     )
     if changed:
         diffs = ", ".join(f"{k} ({saved.get(k)} -> {current.get(k)})" for k in changed)
-        raise ValueError(
+        raise ResumeError(
             f"resume=true: the config differs from the interrupted run on {diffs}; "
             "pass the same overrides as the original run, or drop resume=true to start a new run"
         )
@@ -133,14 +141,14 @@ def find_resume_point(cfg: DictConfig) -> ResumePoint | None:
             log.info("resume=true: no checkpoint in %s yet, starting a new run", run_dir)
             return None
         if state["status"] == FINISHED:
-            raise ValueError(f"resume=true: the run in {run_dir} ({state['run_id']}) already finished")
+            raise ResumeError(f"resume=true: the run in {run_dir} ({state['run_id']}) already finished")
         candidates = [(run_dir, state)]
     else:
         output_dir = Path(cfg.output_dir).expanduser()
         found = [(d, _resumable(d, cfg)) for d in output_dir.glob("*/checkpoints") if d.is_dir()]
         candidates = [(d, s) for d, s in found if s is not None and s["status"] == RUNNING]
         if not candidates:
-            raise ValueError(
+            raise ResumeError(
                 f"resume=true: no interrupted run of experiment {cfg.experiment_name!r} "
                 f"(run_name={cfg.run_name!r}) with a {LAST_CHECKPOINT} under {output_dir}; "
                 "check output_dir/experiment_name/run_name, or drop resume=true to start a new run"

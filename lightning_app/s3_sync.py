@@ -12,13 +12,15 @@ import json
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lightning_app.layout import DatasetLayoutError
+
 MANIFEST = ".s3-manifest.json"
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"not an s3:// URI: {uri!r} (expected s3://bucket/prefix)")
+        raise DatasetLayoutError(f"not an s3:// URI: {uri!r} (expected s3://bucket/prefix)")
     return parsed.netloc, parsed.path.lstrip("/").rstrip("/")
 
 
@@ -46,7 +48,7 @@ def list_class_folders(uri: str, s3_client=None) -> list[str]:
     ):
         folders += [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", [])]
     if not folders:
-        raise FileNotFoundError(
+        raise DatasetLayoutError(
             f"no class folders under {uri}/train/: check the bucket, prefix and credentials "
             "(expected the dogImages layout: train/001.Affenpinscher/...)"
         )
@@ -83,6 +85,6 @@ def sync(uri: str, cache_dir: str | Path, s3_client=None) -> tuple[Path, dict[st
             manifest[relative] = marker
             counts["downloaded"] += 1
     if not listed:
-        raise FileNotFoundError(f"no objects under {uri}: check the bucket, prefix and credentials")
+        raise DatasetLayoutError(f"no objects under {uri}: check the bucket, prefix and credentials")
     manifest_file.write_text(json.dumps(manifest))
     return target, counts

@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from conf.errors import DogbreedsError
+
+
+class SampleDataError(DogbreedsError):
+    """Arguments that cannot make a usable sample dataset; the message names the argument."""
+
+
 # The first breeds of dogImages, in its folder naming.
 BREEDS = [
     "Affenpinscher", "Afghan_hound", "Airedale_terrier", "Akita", "Alaskan_malamute",
@@ -26,13 +33,15 @@ BREEDS = [
     "Black_and_tan_coonhound", "Black_russian_terrier", "Bloodhound", "Bluetick_coonhound",
     "Border_collie", "Border_terrier", "Borzoi", "Boston_terrier",
 ]  # fmt: skip
+
+
 SHAPES = ("ellipse", "rectangle", "triangle", "cross")
 SPLIT_SIZES = {"train": 1.0, "valid": 0.25, "test": 0.25}
 
 
 def folder_names(num_classes: int) -> list[str]:
     if not 2 <= num_classes <= len(BREEDS):
-        raise ValueError(f"--classes must be between 2 and {len(BREEDS)}, got {num_classes}")
+        raise SampleDataError(f"--classes must be between 2 and {len(BREEDS)}, got {num_classes}")
     return [f"{i + 1:03d}.{name}" for i, name in enumerate(BREEDS[:num_classes])]
 
 
@@ -74,7 +83,9 @@ def render(label: int, num_classes: int, rng: random.Random) -> Image.Image:
 def generate(out: Path, num_classes: int = 10, train_per_class: int = 24, seed: int = 0) -> dict[str, int]:
     """Write ``out/{train,valid,test}/NNN.Breed/*.jpg``; same arguments, same bytes."""
     if train_per_class < 4:
-        raise ValueError(f"--per-class must be at least 4 (valid/test get a quarter), got {train_per_class}")
+        raise SampleDataError(
+            f"--per-class must be at least 4 (valid/test get a quarter), got {train_per_class}"
+        )
     counts: dict[str, int] = {}
     for split_index, (split, fraction) in enumerate(SPLIT_SIZES.items()):
         per_class = max(1, int(train_per_class * fraction))

@@ -17,10 +17,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
+from conf.loader import ConfigError
 from lightning_app import layout, resume, tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.module import BreedClassifier
+from lightning_app.objective import Objective
 from lightning_app.trainer import build_trainer
 
 
@@ -34,10 +36,20 @@ class TrainResult:
 
 def build_module(cfg: DictConfig, datamodule: DogBreedsDataModule) -> BreedClassifier:
     return BreedClassifier(
-        OmegaConf.to_container(cfg.model, resolve=True),
+        OmegaConf.to_object(cfg.model),
         class_names=datamodule.class_names,
         preprocessing=datamodule.preprocessing,
     )
+
+
+def check_objective_is_logged(objective: Objective, module: BreedClassifier) -> None:
+    """Fail before training, not at the end of the first epoch: the classes decide what is logged."""
+    logged = module.validation_metric_names
+    if objective.metric not in logged:
+        raise ConfigError(
+            f"sweep.metric={objective.metric}: with {len(module.class_names)} classes every epoch logs only "
+            f"{', '.join(logged)} (val_acc_top5 needs more than 5 classes); pick one of those"
+        )
 
 
 def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
@@ -61,6 +73,8 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     datamodule = DogBreedsDataModule(cfg.data)
     # Model and policy before the logger: a bad arch, weights or policy fails without an empty MLflow run.
     module = build_module(cfg, datamodule)
+    objective = Objective.of(cfg)
+    check_objective_is_logged(objective, module)
     finetune = cfg.model.finetune
     policy = FineTuningPolicy(
         finetune.policy, finetune.stages, list(finetune.unfreeze_at), finetune.backbone_lr_scale
@@ -70,9 +84,9 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     checkpoint_dir = resume.checkpoint_dir_for(cfg, logger.run_id)
     if resume_point is not None:  # an interruption left it FAILED or KILLED; Lightning finalizes it
         logger.experiment.update_run(logger.run_id, status="RUNNING")
-    trainer = build_trainer(cfg.trainer, checkpoint_dir, logger, [policy, *callbacks])
+    trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [policy, *callbacks])
     if resume_point is None:
-        logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         if trainer.is_global_zero:
             resume.start_state(checkpoint_dir, logger.run_id, cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None)

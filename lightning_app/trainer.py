@@ -12,9 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from lightning_app.objective import Objective
 from lightning_app.rng_state import RNGStateCheckpoint
-
-MONITOR = "val_acc"
 
 
 def resolve_precision(precision: str) -> str:
@@ -26,28 +25,36 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
-def best_checkpoint_callback(checkpoint_dir: Path) -> ModelCheckpoint:
-    """The best epoch (what gets logged to MLflow) plus ``last.ckpt``, which ``resume=true`` continues from."""
+def best_checkpoint_callback(checkpoint_dir: Path, objective: Objective) -> ModelCheckpoint:
+    """The best epoch by the objective (what gets logged to MLflow) plus ``last.ckpt``, which
+    ``resume=true`` continues from."""
+    metric = objective.metric
     return ModelCheckpoint(
         dirpath=checkpoint_dir,
-        filename="best-epoch{epoch:02d}-val_acc{val_acc:.4f}",
+        filename=f"best-epoch{{epoch:02d}}-{metric}{{{metric}:.4f}}",
         auto_insert_metric_name=False,
-        monitor=MONITOR,
-        mode="max",
+        monitor=metric,
+        mode=objective.lightning_mode,
         save_top_k=1,
         save_last=True,
     )
 
 
-def build_trainer(cfg, checkpoint_dir: Path, logger, extra_callbacks: list[Callback] = ()) -> L.Trainer:
-    """``cfg`` is the ``trainer`` config section."""
+def build_trainer(
+    cfg, objective: Objective, checkpoint_dir: Path, logger, extra_callbacks: list[Callback] = ()
+) -> L.Trainer:
+    """``cfg`` is the ``trainer`` config section; checkpointing and early stopping follow ``objective``."""
     callbacks: list[Callback] = [
-        best_checkpoint_callback(checkpoint_dir),
+        best_checkpoint_callback(checkpoint_dir, objective),
         RNGStateCheckpoint(),
         *extra_callbacks,
     ]
     if cfg.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping(
+                monitor=objective.metric, mode=objective.lightning_mode, patience=cfg.early_stopping_patience
+            )
+        )
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,

@@ -21,11 +21,11 @@ from botocore.stub import Stubber
 from helpers.aws_plans import ARTIFACTS, NOTHING, RUN_ID, observed_after
 from mlflow import MlflowClient
 
-from conf.loader import load_config
+from conf.loader import ConfigError, load_config
 from deploy import records
 from deploy.aws import iam, lambda_function
 from deploy.aws.apply import ApplyFailed, apply_plan, execute, package_artifacts
-from deploy.aws.calls import AwsCalls
+from deploy.aws.calls import AwsCalls, AwsDeployError
 from deploy.aws.names import resource_names
 from deploy.aws.observe import observe
 from deploy.aws.plan import format_plan, plan_deployment
@@ -318,6 +318,11 @@ def test_planned_blue_green_update_is_a_valid_request(new_instance_type):
     assert plan.step("scalable-target").action == ("create" if steps_aside else "unchanged")
 
 
+def test_unknown_traffic_mode_is_refused():
+    with pytest.raises(ConfigError, match=r"traffic=linear.*expected one of \[all_at_once, canary\]"):
+        deploy_cfg("deploy.blue_green.traffic=linear")
+
+
 def test_planned_alias_and_provisioned_concurrency_are_valid_requests():
     """A settings change publishes a version, the alias moves to the version AWS answered, provisioning on it."""
     deploy = plan_test_deploy()
@@ -358,10 +363,10 @@ def test_apply_refuses_a_package_changed_since_planning(tmp_path):
     artifacts = package_artifacts(tarball, IMAGE, ENVIRONMENT)
     plan = plan_deployment(plan_test_deploy(), RUN_ID, artifacts, NOTHING)
     tarball.write_bytes(b"swapped after planning")
-    with pytest.raises(ValueError, match="changed since the plan was made"):
+    with pytest.raises(AwsDeployError, match="changed since the plan was made"):
         apply_plan(plan, lambda service: None, lambda_function.build_zip(), quiet)
     tarball.write_bytes(b"planned")
-    with pytest.raises(ValueError, match="Lambda code"):
+    with pytest.raises(AwsDeployError, match="Lambda code"):
         apply_plan(plan, lambda service: None, b"other zip", quiet)
 
 
@@ -403,5 +408,5 @@ def test_missing_credentials_are_an_actionable_error(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    with pytest.raises(ValueError, match="configure them.*deploy.assume_absent=true"):
+    with pytest.raises(AwsDeployError, match="configure them.*deploy.assume_absent=true"):
         AwsCalls(region="us-east-1").account_id()

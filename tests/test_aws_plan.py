@@ -211,13 +211,12 @@ def test_a_given_execution_role_replaces_the_sagemaker_role():
             ["deploy.autoscaling.min_instances=3", "deploy.autoscaling.max_instances=2"],
             "min_instances <= max_instances",
         ),
-        (["deploy.blue_green.traffic=linear"], "all_at_once or canary"),
     ],
 )
 def test_bad_deploy_settings_are_refused_while_planning(overrides, message):
     deploy = deploy_cfg(*overrides)
     seen = observed_after(plan_deployment(deploy_cfg(), RUN_ID, ARTIFACTS, NOTHING), deploy_cfg())
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         plan_deployment(deploy, NEXT_RUN_ID, ARTIFACTS, seen)
 
 

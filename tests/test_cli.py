@@ -35,6 +35,14 @@ def _train(capsys, *overrides) -> tuple[int, str]:
             "data.batch_size=big: Value 'big' of type 'str' could not be converted to Integer",
         ),
         ("model=resnet5", "Could not find 'model/resnet5'"),
+        (
+            "model.optimizer=lamb",
+            "model.optimizer=lamb: Invalid value 'lamb', expected one of [adamw, adam, sgd]",
+        ),
+        (
+            "model.finetune.policy=top",
+            "model.finetune.policy=top: Invalid value 'top', expected one of [full, head, last_n, staged]",
+        ),
     ],
 )
 def test_config_mistakes_name_the_key(capsys, override, expected):
@@ -63,8 +71,10 @@ def _mlflow_runs(db) -> int:
         ("model.arch=resnet19", "model.arch='resnet19' is not a torchvision classification model"),
         ("model.weights=IMAGENET1K_V9", "model.weights='IMAGENET1K_V9' is not one of resnet18's weights"),
         ("model.weights=/nonexistent/resnet18.pth", "model.weights=/nonexistent/resnet18.pth is not a file"),
-        ("model.finetune.policy=top", "model.finetune.policy='top'; choose one of"),
-        ("model.optimizer=lamb", "model.optimizer='lamb'; choose one of"),
+        (
+            "sweep.metric=val_acc_top5",
+            "sweep.metric=val_acc_top5: with 4 classes every epoch logs only val_loss, val_acc",
+        ),
     ],
 )
 def test_bad_model_settings_fail_before_any_run_is_created(capsys, train_args, override, expected):
@@ -74,6 +84,32 @@ def test_bad_model_settings_fail_before_any_run_is_created(capsys, train_args, o
     assert expected in err
     assert "Traceback" not in err
     assert _mlflow_runs(db) == 0  # nothing to clean up in MLflow after a typo
+
+
+def test_a_bad_value_in_a_group_file_is_one_line_naming_file_and_key(capsys, tmp_path, monkeypatch):
+    """A user's own group file (on Hydra's search path) is checked against the schema like an override."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("optimizer: lamb\n")
+    code, err = _train(capsys, f"hydra.searchpath=[file://{tmp_path}]", "model=mine")
+    assert code == 2
+    assert err.strip() == (
+        "dogbreeds train: error: In 'model/mine': model.optimizer: "
+        "Invalid value 'lamb', expected one of [adamw, adam, sgd]"
+    )
+
+
+def test_a_bug_is_not_disguised_as_a_user_mistake(monkeypatch, capsys):
+    """Only DogbreedsError is a one-line user error; any other exception keeps its traceback."""
+    import dogbreeds.cli
+
+    def broken(args):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(dogbreeds.cli, "cmd_train", broken)
+    with pytest.raises(ValueError, match="an internal invariant broke"):
+        main(["train"])
+    assert "error:" not in capsys.readouterr().err
 
 
 def test_offline_weights_are_one_actionable_line(capsys, train_args, tmp_path, monkeypatch):

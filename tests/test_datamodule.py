@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from conf.loader import ConfigError
 from lightning_app import layout
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import ImageSamples, eval_transform, load_rgb
@@ -46,7 +47,7 @@ def test_train_loader_hands_uint8_batches_that_the_module_normalises(datamodule,
     assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2, 3}
     assert len(loader) == 4 and loader.drop_last
 
-    model_cfg = OmegaConf.to_container(make_cfg().model, resolve=True)
+    model_cfg = OmegaConf.to_object(make_cfg().model)
     module = BreedClassifier(model_cfg, datamodule.class_names, datamodule.preprocessing)
     normalised, same_labels = module.on_after_batch_transfer((images, labels), 0)
     mean = torch.tensor(datamodule.preprocessing["mean"]).view(1, 3, 1, 1)
@@ -80,7 +81,7 @@ def test_batch_size_not_dividing_across_ranks_is_an_error(make_cfg):
     dm = DogBreedsDataModule(make_cfg("data.batch_size=15").data)
     dm.trainer = _ddp_trainer()
     with pytest.raises(
-        ValueError, match=r"data.batch_size=15 does not divide across 2 DDP processes.*e.g. 14"
+        ConfigError, match=r"data.batch_size=15 does not divide across 2 DDP processes.*e.g. 14"
     ):
         dm.setup("fit")
 

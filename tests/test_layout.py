@@ -96,11 +96,6 @@ def test_corrupt_images_fail_policy_lists_them(root):
     assert "data.corrupt_images=skip" in message
 
 
-def test_unknown_corrupt_image_policy(root):
-    with pytest.raises(layout.DatasetLayoutError, match="'skip' or 'fail', got 'ignore'"):
-        layout.read_split(root, "train", layout.discover_classes(root), "ignore")
-
-
 def test_non_image_files_and_hidden_folders_are_ignored(root):
     (root / "train" / "001.Affenpinscher" / "README.txt").write_text("notes")
     (root / "train" / ".ipynb_checkpoints").mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -12,7 +13,11 @@ import torch
 import torchvision
 from helpers.servers import free_port
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 
+from conf.loader import ConfigError, load_config
+from conf.schema.choices import FinetunePolicy
+from conf.schema.training import ModelConfig
 from lightning_app import backbone
 from lightning_app.backbone import WeightsUnavailableError, build_backbone, replace_head
 from lightning_app.datamodule import DogBreedsDataModule
@@ -22,14 +27,14 @@ from lightning_app.train import build_module
 
 
 def test_unknown_arch_names_the_catalogue():
-    with pytest.raises(ValueError, match=r"model.arch='resnet19' is not a torchvision.*list_models"):
+    with pytest.raises(ConfigError, match=r"model.arch='resnet19' is not a torchvision.*list_models"):
         build_backbone("resnet19", None)
 
 
 def test_unknown_weights_enum_lists_the_choices():
-    with pytest.raises(ValueError, match=r"model.weights='IMAGENET1K_V9'.*\['IMAGENET1K_V1', 'DEFAULT'\]"):
+    with pytest.raises(ConfigError, match=r"model.weights='IMAGENET1K_V9'.*\['IMAGENET1K_V1', 'DEFAULT'\]"):
         build_backbone("resnet18", "IMAGENET1K_V9")
-    with pytest.raises(ValueError, match="IMAGENET1K_V9"):
+    with pytest.raises(ConfigError, match="IMAGENET1K_V9"):
         build_backbone("resnet18", "ResNet18_Weights.IMAGENET1K_V9")
 
 
@@ -124,14 +129,8 @@ def test_new_head_for_our_classes(arch, head):
     assert isinstance(with_dropout.get_submodule(head), torch.nn.Sequential)
 
 
-def _model_cfg(**changes) -> dict:
-    from omegaconf import OmegaConf
-
-    from conf.loader import load_config
-
-    cfg = OmegaConf.to_container(load_config([]).model, resolve=True)
-    cfg.update(changes)
-    return cfg
+def _model_cfg(**changes) -> ModelConfig:
+    return dataclasses.replace(OmegaConf.to_object(load_config([]).model), **changes)
 
 
 # --- fine-tuning policies, observed in a real (tiny) fit ---------------------------------------------
@@ -178,26 +177,26 @@ def _fit(make_cfg, policy: FineTuningPolicy, epochs: int):
 
 
 def test_head_policy_trains_only_the_head(make_cfg):
-    epochs, changed = _fit(make_cfg, FineTuningPolicy("head"), epochs=1)
+    epochs, changed = _fit(make_cfg, FineTuningPolicy(FinetunePolicy.head), epochs=1)
     assert epochs[0]["trainable"] == ["fc"]
     # Frozen means frozen: no weight moved and no BatchNorm running statistic drifted either.
     assert changed == {"fc"}
 
 
 def test_last_n_policy_trains_the_last_stages_and_the_head(make_cfg):
-    epochs, changed = _fit(make_cfg, FineTuningPolicy("last_n", stages=2), epochs=1)
+    epochs, changed = _fit(make_cfg, FineTuningPolicy(FinetunePolicy.last_n, stages=2), epochs=1)
     assert epochs[0]["trainable"] == ["layer3", "layer4", "fc"]
     assert changed == {"layer3", "layer4", "fc"}
 
 
 def test_full_policy_trains_everything(make_cfg):
-    epochs, changed = _fit(make_cfg, FineTuningPolicy("full"), epochs=1)
+    epochs, changed = _fit(make_cfg, FineTuningPolicy(FinetunePolicy.full), epochs=1)
     assert epochs[0]["trainable"] == list(TrainableStages.STAGES)
     assert changed == set(TrainableStages.STAGES)
 
 
 def test_staged_policy_thaws_one_stage_at_each_configured_epoch(make_cfg):
-    policy = FineTuningPolicy("staged", unfreeze_at=[1, 2], backbone_lr_scale=0.1)
+    policy = FineTuningPolicy(FinetunePolicy.staged, unfreeze_at=[1, 2], backbone_lr_scale=0.1)
     epochs, changed = _fit(make_cfg, policy, epochs=3)
     assert [e["trainable"] for e in epochs] == [
         ["fc"],
@@ -217,6 +216,6 @@ def test_staged_policy_thaws_one_stage_at_each_configured_epoch(make_cfg):
     assert changed == {"layer3", "layer4", "fc"}
 
 
-def test_unknown_policy():
-    with pytest.raises(ValueError, match=r"model.finetune.policy='top'.*'full', 'head', 'last_n', 'staged'"):
-        FineTuningPolicy("top")
+def test_last_n_needs_a_stage():
+    with pytest.raises(ConfigError, match=r"model.finetune.stages must be >= 1 for last_n, got 0"):
+        FineTuningPolicy(FinetunePolicy.last_n, stages=0)

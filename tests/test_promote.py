@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from conf.loader import load_config
+from conf.schema.choices import Direction
 from deploy import gate, registry
 from deploy.gate import PromotionRefused
 from deploy.invoke import event_for, invoke_local, parse_response
@@ -24,6 +25,7 @@ from deploy.promote import promote
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import eval_transform
 from lightning_app.module import BreedClassifier
+from lightning_app.objective import Objective
 from lightning_app.tracking import log_pytorch_model
 
 
@@ -180,17 +182,52 @@ def test_run_selection_explains_itself_and_refuses_bad_requests(tmp_path):
         run_id = client.create_run(experiment_id).info.run_id
         client.log_metric(run_id, "val_acc", value)
         client.set_terminated(run_id)
-    best = registry.select_run(client, "pick", "val_acc", "maximize")
+    best = registry.select_run(client, "pick", Objective("val_acc", Direction.maximize))
     assert best.value == 0.9 and "highest of 3 finished runs" in best.reason
-    assert registry.select_run(client, "pick", "val_acc", "minimize").value == 0.3
+    lowest = registry.select_run(client, "pick", Objective("val_acc", Direction.minimize))
+    assert lowest.value == 0.3 and "lowest of 3 finished runs" in lowest.reason
     with pytest.raises(registry.RunSelectionError, match="no MLflow experiment named 'nope'"):
-        registry.select_run(client, "nope", "val_acc", "maximize")
-    with pytest.raises(registry.RunSelectionError, match="logged 'val_f1'"):
-        registry.select_run(client, "pick", "val_f1", "maximize")
-    with pytest.raises(registry.RunSelectionError, match="maximize or minimize"):
-        registry.select_run(client, "pick", "val_acc", "up")
+        registry.select_run(client, "nope", Objective("val_acc", Direction.maximize))
+    with pytest.raises(registry.RunSelectionError, match="logged 'val_loss'"):
+        registry.select_run(client, "pick", Objective("val_loss", Direction.minimize))
     with pytest.raises(registry.RunSelectionError, match="not found"):
-        registry.select_run(client, "pick", "val_acc", "maximize", run_id="0" * 32)
+        registry.select_run(client, "pick", Objective("val_acc", Direction.maximize), run_id="0" * 32)
+
+
+def test_promote_ranks_runs_by_the_project_objective(make_cfg, tmp_path):
+    """``sweep.metric``/``sweep.direction`` is the objective promote picks by (there is no deploy.metric)."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("objective")
+    for loss in (0.7, 0.2, 0.5):
+        run_id = client.create_run(experiment_id).info.run_id
+        client.log_metric(run_id, "val_loss", loss)
+        client.set_terminated(run_id)
+    cfg = make_cfg("sweep.metric=val_loss", "sweep.direction=minimize")
+    choice = registry.select_run(client, "objective", Objective.of(cfg))
+    assert choice.value == 0.2 and "val_loss=0.2000, the lowest of 3" in choice.reason
+    assert "metric" not in cfg.deploy and "direction" not in cfg.deploy
+
+
+def test_gate_reference_is_val_acc_at_the_epoch_the_objective_was_best(tmp_path):
+    """The checkpoint kept is the objective's best epoch: val_acc there, not the run's best val_acc."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("gate")).info.run_id
+    #          step:   9     19    29    39
+    val_loss = [0.90, 0.40, 0.55, 0.40]  # best at step 19 (the tie at 39 did not replace the checkpoint)
+    val_acc = [0.30, 0.60, 0.80, 0.70]  # best at step 29
+    for index, (loss, acc) in enumerate(zip(val_loss, val_acc, strict=True)):
+        client.log_metric(run_id, "val_loss", loss, step=index * 10 + 9)
+        client.log_metric(run_id, "val_acc", acc, step=index * 10 + 9)
+    by_loss = Objective("val_loss", Direction.minimize)
+    assert registry.recorded_at_best_epoch(client, run_id, by_loss, "val_acc") == 0.60
+    by_acc = Objective("val_acc", Direction.maximize)
+    assert registry.recorded_at_best_epoch(client, run_id, by_acc, "val_acc") == 0.80
+    with pytest.raises(registry.RunSelectionError, match="no 'val_acc_top5' history"):
+        registry.recorded_at_best_epoch(
+            client, run_id, Objective("val_acc_top5", Direction.maximize), "val_acc"
+        )
+    with pytest.raises(registry.RunSelectionError, match="logged no 'test_acc' at step 19"):
+        registry.recorded_at_best_epoch(client, run_id, by_loss, "test_acc")
 
 
 def test_gate_refuses_when_no_validation_image_is_readable(make_cfg, tmp_path):
@@ -214,6 +251,8 @@ def test_cli_verbs_explain_bad_requests(tmp_path, capsys):
     assert main(["invoke", str(image), f"output_dir={tmp_path}"]) == 2
     assert "run dogbreeds promote first" in capsys.readouterr().err
     assert main(["promote", "deploy.target=kubernetes"]) == 2
-    assert "deploy.target must be local or sagemaker" in capsys.readouterr().err
+    assert "deploy.target=kubernetes: Invalid value 'kubernetes', expected one of [local, sagemaker]" in (
+        capsys.readouterr().err
+    )
     assert main(["teardown", f"output_dir={tmp_path}"]) == 0
     assert "no local endpoint" in capsys.readouterr().out

@@ -45,13 +45,15 @@ def test_picks_the_newest_unfinished_run_of_this_experiment(make_cfg):
 def test_nothing_to_resume_is_an_error_naming_where_it_looked(make_cfg):
     _interrupted_run(make_cfg, "done", resume.FINISHED)
     cfg = make_cfg("resume=true")
-    with pytest.raises(ValueError, match=f"no interrupted run of experiment 'dogbreeds'.*{cfg.output_dir}"):
+    with pytest.raises(
+        resume.ResumeError, match=f"no interrupted run of experiment 'dogbreeds'.*{cfg.output_dir}"
+    ):
         resume.find_resume_point(cfg)
 
 
 def test_changed_hyperparameters_are_refused_by_name(make_cfg):
     _interrupted_run(make_cfg, "run1")
-    with pytest.raises(ValueError, match=r"model.lr \(0.003 -> 0.1\).*seed \(42 -> 7\)"):
+    with pytest.raises(resume.ResumeError, match=r"model.lr \(0.003 -> 0.1\).*seed \(42 -> 7\)"):
         resume.find_resume_point(make_cfg("resume=true", "model.lr=0.1", "seed=7"))
 
 
@@ -63,7 +65,7 @@ def test_fixed_checkpoint_dir_starts_fresh_when_empty_and_refuses_a_finished_run
     (fixed / resume.LAST_CHECKPOINT).write_bytes(b"checkpoint")
     assert resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}")).run_id == "job-run"
     resume.mark_finished(fixed)
-    with pytest.raises(ValueError, match="already finished"):
+    with pytest.raises(resume.ResumeError, match="already finished"):
         resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}"))
 
 
@@ -118,6 +120,6 @@ def test_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_
     ]
     for name in ("val_loss", "val_acc", "train_loss", "test_acc"):
         assert result.metrics[name] == pytest.approx(baseline.metrics[name], abs=1e-4), name
-    with pytest.raises(ValueError, match="no interrupted run"):
+    with pytest.raises(resume.ResumeError, match="no interrupted run"):
         resume.find_resume_point(make_cfg(*RESUME_OVERRIDES, "resume=true"))
     assert os.path.exists(checkpoint_dir / "last.ckpt")

@@ -11,6 +11,7 @@ from helpers.training import TINY_RUN, run_overrides
 from conf.loader import load_config
 from lightning_app import s3_sync
 from lightning_app.datamodule import DogBreedsDataModule
+from lightning_app.layout import DatasetLayoutError
 from lightning_app.train import train
 
 BUCKET = "dogbreeds-data"
@@ -85,12 +86,14 @@ def test_changed_object_is_downloaded_again(s3_dataset, tmp_path):
 
 
 def test_missing_prefix_is_a_clear_error(s3_dataset, tmp_path):
-    with pytest.raises(FileNotFoundError, match=rf"no class folders under s3://{BUCKET}/nothing/here/train/"):
+    with pytest.raises(
+        DatasetLayoutError, match=rf"no class folders under s3://{BUCKET}/nothing/here/train/"
+    ):
         DogBreedsDataModule(_cfg(tmp_path, f"data.root=s3://{BUCKET}/nothing/here").data)
 
 
 def test_malformed_s3_uri():
-    with pytest.raises(ValueError, match="expected s3://bucket/prefix"):
+    with pytest.raises(DatasetLayoutError, match="expected s3://bucket/prefix"):
         s3_sync.parse_s3_uri("s3:/dogImages")
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from lightning_app import layout
-from lightning_app.sample_data import generate
+from lightning_app.sample_data import SampleDataError, generate
 
 
 def _digests(root):
@@ -48,5 +48,5 @@ def test_dogimages_layout_with_realistic_jpegs(tmp_path):
 
 @pytest.mark.parametrize(("classes", "per_class", "match"), [(1, 8, "--classes"), (4, 3, "--per-class")])
 def test_bad_arguments(tmp_path, classes, per_class, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(SampleDataError, match=match):
         generate(tmp_path, num_classes=classes, train_per_class=per_class)

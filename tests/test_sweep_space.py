@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from conf.loader import load_config
+from conf.loader import ConfigError, load_config
 from experiments import study_setup, sweep_tracking, workers
 from experiments.search_space import SearchSpaceError, parse_space
 from experiments.sweep import check_tracking_for_workers, run_sweep
@@ -36,7 +36,6 @@ def test_original_project_space_is_the_default():
             r"\(data.batch_size\): value 8.0 does not fit",
         ),
         ("[{key: model, type: categorical, choices: [a, b]}]", r"\(model\): model is a config section"),
-        ("[{key: model.lr, type: uniform, low: 0.1, high: 1}]", r"type 'uniform' is not one of"),
         ("[{type: float, low: 0.1, high: 1}]", r"\(no key\): no key"),
         ("[{key: sweep.n_trials, type: int, low: 1, high: 3}]", r"sweep section itself"),
         ("[]", r"sweep.space is empty"),
@@ -56,17 +55,49 @@ def test_bad_space_fails_before_any_storage_or_training(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("sweep.sampler=annealing", r"Invalid value 'annealing', expected one of \[tpe, random, cmaes"),
+        (
+            "+sweep.sampler_args.TPE={n_startup_trials: 3}",
+            r"TPE=.*: Key is incompatible with the enum type 'Sampler', valid: \[tpe, random",
+        ),
+        (
+            "sweep.pruner_args.medain={n_startup_trials: 3}",
+            r"medain=.*: Key is incompatible with the enum type 'Pruner', valid: \[median,",
+        ),
+        ("sweep.direction=up", r"Invalid value 'up', expected one of \[maximize, minimize\]"),
+        ("sweep.metric=train_loss", r"expected one of \[val_acc, val_loss, val_acc_top5\]"),
+        (
+            "sweep.space=[{key: model.lr, type: uniform, low: 0.1, high: 1}]",
+            r"Invalid value 'uniform', expected one of \[float, int, categorical\]",
+        ),
+    ],
+)
+def test_closed_sweep_choices_fail_when_the_config_is_composed(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config([override])
+
+
+def test_a_searched_choice_must_be_one_the_schema_allows():
+    space = "sweep.space=[{key: model.optimizer, type: categorical, choices: [adamw, lamb]}]"
+    with pytest.raises(
+        SearchSpaceError, match=r"value 'lamb' does not fit model.optimizer: .*\[adamw, adam, sgd\]"
+    ):
+        parse_space(load_config([space]))
+    space = "sweep.space=[{key: model.optimizer, type: categorical, choices: [adamw, sgd]}]"
+    (param,) = parse_space(load_config([space]))
+    assert param.distribution.choices == ("adamw", "sgd")  # plain strings: what Optuna stores and compares
+
+
+@pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["sweep.sampler=annealing"], r"sweep.sampler='annealing'; choose one of tpe"),
         (["+sweep.sampler_args.tpe={n_startup: 3}"], r"sweep.sampler_args for tpe"),
-        (["+sweep.sampler_args.TPE={n_startup_trials: 3}"], r"sweep.sampler_args has \['TPE'\]"),
         (
             ["sweep.pruner=hyperband", "+sweep.pruner_args.hyperband={patience: 2}"],
             r"sweep.pruner_args for hyperband",
         ),
-        (["sweep.direction=up"], r"sweep.direction='up'"),
-        (["sweep.metric=train_loss"], r"validation metric"),
         (["sweep.n_trials=null"], r"sweep.n_trials or sweep.timeout_s"),
         (["sweep.workers=2", "tracking_uri=sqlite:///x.db"], r"mlflow server"),
     ],

@@ -14,8 +14,11 @@ from helpers.training import FAST_OVERRIDES, run_overrides
 from mlflow import MlflowClient
 
 from conf.loader import load_config
+from conf.schema.choices import FinetunePolicy, Optimizer
+from conf.schema.training import ModelConfig
 from lightning_app import layout
 from lightning_app.backbone import build_backbone
+from lightning_app.module import BreedClassifier
 from lightning_app.sample_data import generate
 from lightning_app.train import train
 
@@ -101,3 +104,40 @@ def test_checkpoint_of_a_run_is_a_local_weights_file(run):
     assert torch.equal(model.layer4[0].conv1.weight, state["model.layer4.0.conv1.weight"])
     assert torch.equal(model.bn1.running_mean, state["model.bn1.running_mean"])
     assert model.fc.out_features == 1000  # untouched: replace_head sizes it for the new classes
+
+
+def test_checkpoint_loads_back_with_its_typed_model_config(run):
+    """Lightning's default (weights_only) loading rebuilds the ModelConfig saved as hyperparameters."""
+    result, _, _ = run
+    best = BreedClassifier.load_from_checkpoint(result.best_checkpoint, map_location="cpu")
+    assert isinstance(best.cfg, ModelConfig) and best.cfg.arch == "resnet18"
+    assert best.cfg.optimizer is Optimizer.adamw and best.cfg.finetune.policy is FinetunePolicy.full
+
+
+def test_the_objective_decides_the_checkpoint_and_early_stopping(make_cfg):
+    """sweep.metric=val_loss, minimize: the kept checkpoint is the epoch of the lowest val_loss."""
+    cfg = make_cfg(
+        "sweep.metric=val_loss",
+        "sweep.direction=minimize",
+        "trainer.max_epochs=3",
+        "trainer.early_stopping_patience=5",
+        "data.image_size=32",
+        "model.lr=0.02",  # a jumpy loss: the best epoch is not simply the last one
+    )
+    result = train(cfg)
+    client = MlflowClient(cfg.tracking_uri)
+    losses = client.get_metric_history(result.run_id, "val_loss")
+    assert len(losses) == 3
+    lowest = min(losses, key=lambda point: point.value)
+    epoch_at = {p.step: int(p.value) for p in client.get_metric_history(result.run_id, "epoch")}
+    checkpoint = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == epoch_at[lowest.step]
+    assert (
+        Path(result.best_checkpoint).name
+        == f"best-epoch{epoch_at[lowest.step]:02d}-val_loss{lowest.value:.4f}.ckpt"
+    )
+    states = checkpoint["callbacks"]
+    (checkpointing,) = [v for k, v in states.items() if k.startswith("ModelCheckpoint")]
+    assert checkpointing["best_model_score"].item() == pytest.approx(lowest.value, abs=1e-6)
+    (stopping,) = [k for k in states if k.startswith("EarlyStopping")]
+    assert "'monitor': 'val_loss'" in stopping and "'mode': 'min'" in stopping

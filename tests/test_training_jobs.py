@@ -181,7 +181,7 @@ def test_bad_backend_and_dry_run_without_sagemaker_are_clear_errors(capsys):
     assert main(["train", "--dry-run"]) == 2
     assert "add backend=sagemaker" in capsys.readouterr().err
     assert main(["train", "backend.name=kubernetes"]) == 2
-    assert "choose local or sagemaker" in capsys.readouterr().err
+    assert "Invalid value 'kubernetes', expected one of [local, sagemaker]" in capsys.readouterr().err
 
 
 def test_environment_becomes_overrides():

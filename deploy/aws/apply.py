@@ -14,11 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deploy.aws import lambda_function, sagemaker_endpoint
+from deploy.aws.calls import AwsDeployError
 from deploy.aws.plan import DeploymentPlan
 from deploy.aws.steps import LAMBDA_ZIP, PUBLISHED_VERSION, UNCHANGED, WAIT_IN_SERVICE, Artifacts, Call
 
 
-class ApplyFailed(RuntimeError):
+class ApplyFailed(AwsDeployError):
+    """A step failed half way; ``applied`` is what was done before it (recorded, so teardown deletes it)."""
+
     def __init__(self, message: str, applied: list[dict]):
         super().__init__(message)
         self.applied = applied
@@ -104,9 +107,9 @@ def apply_plan(
     """Send every call of every step; returns one entry per step: kind, name, action, identity, outputs."""
     tarball = Path(plan.artifacts.tarball)
     if file_sha256(tarball) != plan.artifacts.tarball_sha256:
-        raise ValueError(f"{tarball} changed since the plan was made: plan again")
+        raise AwsDeployError(f"{tarball} changed since the plan was made: plan again")
     if lambda_function.code_sha256(lambda_zip) != plan.artifacts.lambda_code_sha256:
-        raise ValueError("the Lambda code (lambda/) changed since the plan was made: plan again")
+        raise AwsDeployError("the Lambda code (lambda/) changed since the plan was made: plan again")
     known: dict = {LAMBDA_ZIP: lambda_zip}
     applied: list[dict] = []
     for step in plan.steps:

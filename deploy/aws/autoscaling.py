@@ -7,6 +7,8 @@ updates that change the variant's instance type, which AWS refuses while the var
 
 from __future__ import annotations
 
+from conf.loader import ConfigError
+
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 METRIC = "SageMakerVariantInvocationsPerInstance"
@@ -27,7 +29,7 @@ def target_key(target: str) -> dict:
 
 def register_target_request(target: str, scaling, tags: dict[str, str]) -> dict:
     if not 1 <= scaling.min_instances <= scaling.max_instances:
-        raise ValueError(
+        raise ConfigError(
             f"deploy.autoscaling needs 1 <= min_instances <= max_instances, got "
             f"{scaling.min_instances}..{scaling.max_instances}"
         )

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 import boto3
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from conf.errors import DogbreedsError
+
+
+class AwsDeployError(DogbreedsError):
+    """AWS lacks or refuses something the deployment needs; the message says what to change."""
+
 
 @dataclass
 class AwsCalls:
@@ -31,7 +37,7 @@ class AwsCalls:
         try:
             return self.client("sts").get_caller_identity()["Account"]
         except (NoCredentialsError, ClientError) as err:
-            raise ValueError(
+            raise AwsDeployError(
                 f"cannot use AWS credentials ({err}); configure them (aws configure, AWS_PROFILE, or a role). "
                 "To see a plan without credentials: --dry-run deploy.assume_absent=true "
                 "(plans as if nothing existed yet)"

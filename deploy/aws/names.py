@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from conf.loader import ConfigError
 from deploy.aws import autoscaling, iam, lambda_function
 from deploy.aws.sagemaker_endpoint import resource_name
 
@@ -53,7 +54,7 @@ class ResourceNames:
 
 def resource_names(deploy, run_id: str, image_uri: str, environment: dict[str, str]) -> ResourceNames:
     if not deploy.bucket:
-        raise ValueError("deploy.bucket is required for deploy=sagemaker (where model.tar.gz is uploaded)")
+        raise ConfigError("deploy.bucket is required for deploy=sagemaker (where model.tar.gz is uploaded)")
     key = f"{deploy.prefix.strip('/')}/{run_id}/model.tar.gz"
     model = resource_name(
         deploy.endpoint_name,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from botocore.exceptions import ClientError
 
 from deploy.aws import autoscaling
+from deploy.aws.calls import AwsDeployError
 from deploy.aws.iam import inline_policy_name
 from deploy.aws.names import ResourceNames
 
@@ -87,7 +88,7 @@ def _bucket_exists(s3, bucket: str) -> bool:
         if _code(err) in ("404", "NoSuchBucket"):
             return False
         if _code(err) in ("403", "AccessDenied"):
-            raise ValueError(
+            raise AwsDeployError(
                 f"bucket {bucket!r} exists but these credentials may not use it (another account's?): "
                 "choose another deploy.bucket"
             ) from err

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import time
 
+from conf.schema.choices import Traffic
+
 
 def inference_image_uri(deploy) -> str:
     """The configured image, else AWS's PyTorch inference image for this region/version/instance type."""
@@ -77,18 +79,14 @@ def create_endpoint_config_request(config_name: str, model_name: str, deploy, ta
 
 def deployment_config(blue_green) -> dict:
     """The blue/green policy for ``update_endpoint``: all at once or canary, optional alarm rollback."""
-    if blue_green.traffic == "canary":
+    if blue_green.traffic == Traffic.canary:
         routing = {
             "Type": "CANARY",
             "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": blue_green.canary_percent},
             "WaitIntervalInSeconds": blue_green.wait_s,
         }
-    elif blue_green.traffic == "all_at_once":
-        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
     else:
-        raise ValueError(
-            f"deploy.blue_green.traffic must be all_at_once or canary, not {blue_green.traffic!r}"
-        )
+        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}
     config = {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": routing,

@@ -94,7 +94,7 @@ def serve(source: str, cfg: DictConfig, tracking_uri: str | None = None) -> None
         if cfg.workers > 1:
             settings = {
                 PACKAGE_ENV: str(package_dir),
-                CONFIG_ENV: json.dumps(OmegaConf.to_container(cfg, resolve=True)),
+                CONFIG_ENV: json.dumps(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
             }
             with exported(settings):
                 uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=cfg.workers, **options)

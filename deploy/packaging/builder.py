@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
+from conf.errors import DogbreedsError
 from deploy.packaging.serving import inference
+from lightning_app import checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ SERVING_FILES = ("inference.py", "request_codec.py", "safe_fetch.py")
 FORMAT_VERSION = 1
 
 
-class PackageError(ValueError):
+class PackageError(DogbreedsError):
     """The source cannot be packaged; the message says what was wrong with it."""
 
 
@@ -59,7 +61,7 @@ def read_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise PackageError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = checkpoints.read(path)
     except Exception as err:  # noqa: BLE001 - torch raises many types for unreadable files
         raise PackageError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
     if not isinstance(checkpoint, dict) or "dogbreeds" not in checkpoint or "state_dict" not in checkpoint:

@@ -23,7 +23,14 @@ from pathlib import Path
 # Run as a script from the uploaded source folder: make the project's packages importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from experiments.sagemaker_jobs.submit import CHECKPOINT_ENV, DATA_CHANNEL, JOB_TAG, SECRET_ENV, override_key  # noqa: E402
+from experiments.sagemaker_jobs.submit import (  # noqa: E402
+    CHECKPOINT_ENV,
+    DATA_CHANNEL,
+    JOB_TAG,
+    SECRET_ENV,
+    JobConfigError,
+    override_key,
+)
 
 log = logging.getLogger("experiments.sagemaker_jobs.entry")
 
@@ -56,7 +63,7 @@ def load_secret_environment(secret_id: str) -> None:
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)
     values = json.loads(secret["SecretString"])
     if not isinstance(values, dict):
-        raise ValueError(f"secret {secret_id} must be a JSON object of environment variables")
+        raise JobConfigError(f"secret {secret_id} must be a JSON object of environment variables")
     os.environ.update({str(k): str(v) for k, v in values.items()})
     log.info("loaded %d environment variable(s) from secret %s", len(values), secret_id)
 

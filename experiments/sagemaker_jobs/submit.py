@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig
 
+from conf.errors import DogbreedsError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_SCRIPT = "experiments/sagemaker_jobs/entry.py"
 REQUIREMENTS = "experiments/sagemaker_jobs/requirements.txt"
@@ -50,7 +52,7 @@ LAUNCHER_KEYS = (
 )
 
 
-class JobConfigError(ValueError):
+class JobConfigError(DogbreedsError):
     """The config cannot become a SageMaker job; the message says which key to fix and how."""
 
 
