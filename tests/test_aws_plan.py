@@ -25,6 +25,7 @@ from helpers.aws_plans import (
 )
 from mlflow import MlflowClient
 
+from conf.loader import ConfigError
 from deploy.aws import iam
 from deploy.aws.observe import (
     ACCOUNT_PLACEHOLDER,
