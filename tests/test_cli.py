@@ -103,10 +103,10 @@ def test_a_bug_is_not_disguised_as_a_user_mistake(monkeypatch, capsys):
     """Only DogbreedsError is a one-line user error; any other exception keeps its traceback."""
     import dogbreeds.cli
 
-    def broken(args):
+    def broken(*args):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(dogbreeds.cli, "cmd_train", broken)
+    monkeypatch.setattr(dogbreeds.cli, "launch", broken)
     with pytest.raises(ValueError, match="an internal invariant broke"):
         main(["train"])
     assert "error:" not in capsys.readouterr().err
