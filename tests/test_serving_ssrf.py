@@ -14,6 +14,7 @@ import json
 import ssl
 import sys
 import threading
+import time
 import urllib.request
 from contextlib import contextmanager
 
@@ -184,6 +185,59 @@ def test_slow_body_hits_the_time_limit(host):
     with pytest.raises(FetchTimeout, match="longer than the 0.5 s limit") as err:
         get(f"https://localhost:{port}/slow", context, timeout_s=0.5)
     assert err.value.status == 504
+
+
+# IPv6 forms that deliver the connection to an internal IPv4 host: each is judged by the IPv4 it carries.
+CARRIERS = {
+    "IPv4-mapped": ("::ffff:169.254.169.254", "169.254.169.254"),
+    "IPv4-compatible": ("::169.254.169.254", "169.254.169.254"),
+    "IPv4-translated": ("::ffff:0:10.0.0.1", "10.0.0.1"),
+    "NAT64 well-known": ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+    "NAT64 local-use": ("64:ff9b:1::a00:1", "local-use NAT64"),
+    "6to4": ("2002:a9fe:a9fe::1", "169.254.169.254"),
+    "Teredo": ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),  # client 10.0.0.1, obfuscated
+}
+
+
+@pytest.mark.parametrize("form", CARRIERS)
+@pytest.mark.parametrize("where", ["literal", "dns answer", "redirect"])
+def test_ipv6_forms_carrying_an_internal_ipv4_are_refused_without_connecting(host, form, where):
+    server, port, context = host
+    address, carried = CARRIERS[form]
+    answers = iter([["127.0.0.1"], [address]])  # the redirect hop: the name now answers the IPv6 form
+
+    def resolver(name, port):
+        return next(answers) if where == "redirect" else [address]
+
+    url = {
+        "literal": f"https://[{address}]/dog.jpg",
+        "dns answer": "https://images.example.test/dog.jpg",
+        "redirect": f"https://localhost:{port}/redirect-ok",
+    }[where]
+    rules = FetchRules(("*",), resolver=resolver, refusal=policy_trusting_test_host, context=context)
+    with recorded_connections() as connects, pytest.raises(UnsafeURL, match=carried) as err:
+        fetch(url, rules)
+    assert err.value.status == 403
+    assert connects == ([("127.0.0.1", port)] if where == "redirect" else [])
+
+
+def test_ipv6_forms_carrying_a_public_ipv4_are_judged_public():
+    """The other side of the rule: the carried address decides, so public ones stay reachable."""
+    for address in ("::ffff:93.184.216.34", "64:ff9b::5db8:d822", "2002:5db8:d822::1", "2606:4700::1111"):
+        assert address_refusal(address) is None, address
+
+
+def test_slow_dns_counts_against_the_fetch_time_limit(host):
+    _, _, context = host
+
+    def stalled_resolver(name, port):
+        time.sleep(3)
+        return ["93.184.216.34"]
+
+    start = time.monotonic()
+    with pytest.raises(FetchTimeout, match="longer than the 0.3 s limit"):
+        fetch("https://images.example.test/dog.jpg", FetchRules(("*",), timeout_s=0.3, resolver=stalled_resolver))
+    assert time.monotonic() - start < 1.5
 
 
 def test_untrusted_certificate_is_refused(host):
