@@ -17,12 +17,14 @@ import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from lambda_servers import image_host, self_signed_cert, start
 
 from conf.loader import load_config
 from deploy.local_endpoint.process import start_in_thread
+from deploy.local_endpoint.server import load_serving_module
 from deploy.packaging.builder import build_package, unpack
 from deploy.packaging.serving.safe_fetch import (
     FetchError,
@@ -236,7 +238,10 @@ def test_slow_dns_counts_against_the_fetch_time_limit(host):
 
     start = time.monotonic()
     with pytest.raises(FetchTimeout, match="longer than the 0.3 s limit"):
-        fetch("https://images.example.test/dog.jpg", FetchRules(("*",), timeout_s=0.3, resolver=stalled_resolver))
+        fetch(
+            "https://images.example.test/dog.jpg",
+            FetchRules(("*",), timeout_s=0.3, resolver=stalled_resolver),
+        )
     assert time.monotonic() - start < 1.5
 
 
@@ -245,6 +250,46 @@ def test_untrusted_certificate_is_refused(host):
     with pytest.raises(FetchError, match="TLS to 'localhost' failed") as err:
         get(f"https://localhost:{port}/dog.jpg", None)  # the system CA store does not know the test CA
     assert err.value.status == 400
+
+
+@pytest.fixture(scope="module")
+def serving(trained_run, tmp_path_factory):
+    """The packaged serving code, loaded the way the endpoint loads it."""
+    result, _ = trained_run
+    root = tmp_path_factory.mktemp("url-serving")
+    return load_serving_module(
+        unpack(build_package(result.best_checkpoint, root / "model.tar.gz"), root / "model")
+    )
+
+
+@pytest.mark.parametrize(("dns_s", "request_timeout_s", "status", "reason"), [
+    (1.0, 30.0, 400, "could not be decoded"),  # every URL fetched (at once), then the fake JPEG is refused
+    (3.0, 1.5, 504, "longer than the 1.5 s limit"),  # the request's deadline also bounds its fetches
+])  # fmt: skip
+def test_urls_of_one_request_are_fetched_together_within_its_deadline(
+    serving, host, dns_s, request_timeout_s, status, reason
+):
+    _, port, context = host
+
+    def slow_resolver(name, port):
+        time.sleep(dns_s)
+        return ["127.0.0.1"]
+
+    rules = serving.safe_fetch.FetchRules(
+        ("localhost",), resolver=slow_resolver, refusal=policy_trusting_test_host, context=context
+    )
+    settings = serving.ServingSettings(url_fetch=rules, request_timeout_s=request_timeout_s)
+    model = serving.load_model(serving_folder(serving), settings, device="cpu")
+    body = json.dumps([{"url": f"https://localhost:{port}/dog.jpg"}] * 6).encode()
+    start = time.monotonic()
+    with pytest.raises(serving.RequestError, match=reason) as err:
+        serving.decode_request(body, "application/json", model)
+    assert err.value.status == status
+    assert time.monotonic() - start < 2.5  # one after another: 6 s and more
+
+
+def serving_folder(serving) -> Path:
+    return Path(serving.__file__).parent.parent
 
 
 def test_endpoint_with_url_fetching_refuses_metadata_and_keeps_serving(trained_run, tmp_path):

@@ -32,7 +32,7 @@ from deploy.packaging.serving import inference
 
 log = logging.getLogger(__name__)
 
-SERVING_FILES = ("inference.py", "request_codec.py", "safe_fetch.py")
+SERVING_FILES = ("inference.py", "request_codec.py", "image_decode.py", "limits.py", "safe_fetch.py")
 FORMAT_VERSION = 1
 
 
