@@ -18,7 +18,9 @@ from lightning_app.images import load_rgb
 
 
 def copies_root(cache_dir: str | Path, fingerprint: str, side: int) -> Path:
-    return Path(cache_dir).expanduser() / "resized" / f"{fingerprint}-{side}"
+    """The "upright" suffix marks copies already turned by their EXIF orientation: copies made before
+    ``load_rgb`` applied it are sideways and carry no tag, so they are never read again."""
+    return Path(cache_dir).expanduser() / "resized" / f"{fingerprint}-{side}-upright"
 
 
 def write_copy(source: Path, target: Path, side: int) -> None:

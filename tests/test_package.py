@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.images import b64
+from PIL import ExifTags, Image
+from torchvision.transforms import v2
 
 from deploy.local_endpoint.server import load_serving_module
 from deploy.packaging.builder import PackageError, build_package, network_state_dict, unpack
@@ -41,7 +44,9 @@ def test_tarball_layout_and_metadata(trained_run, package):
     tarball, folder = package
     with tarfile.open(tarball) as tar:
         assert sorted(tar.getnames()) == [
+            "code/image_decode.py",
             "code/inference.py",
+            "code/limits.py",
             "code/request_codec.py",
             "code/safe_fetch.py",
             "metadata.json",
@@ -57,7 +62,7 @@ def test_tarball_layout_and_metadata(trained_run, package):
     assert metadata["metrics"]["val_acc"] == pytest.approx(result.metrics["val_acc"])
     assert metadata["weights"]["sha256"] == hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest()
     # Serving code is copied verbatim; the weights are plain tensors (weights_only loading works).
-    for name in ("inference.py", "safe_fetch.py"):
+    for name in ("inference.py", "request_codec.py", "image_decode.py", "limits.py", "safe_fetch.py"):
         assert (folder / "code" / name).read_bytes() == (SERVING_DIR / name).read_bytes()
     state = torch.load(folder / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
@@ -113,11 +118,57 @@ except inference.RequestError as err:
     assert answer["error"][0] == 400 and "not a decodable image" in answer["error"][1]
 
 
+def _sideways(upright: Image.Image, fmt: str, orientation: int | None) -> bytes:
+    """``upright`` stored turned a quarter, as a camera held sideways does, with or without the EXIF tag
+    (orientation 6: "rotate 90 degrees clockwise to display") that says how to turn it back."""
+    exif = Image.Exif()
+    if orientation:
+        exif[ExifTags.Base.Orientation] = orientation
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, fmt, exif=exif, quality=95)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_exif_rotated_image_predicts_like_the_upright_one_in_training_and_serving(
+    package, sample_root, fmt, tmp_path
+):
+    _, folder = package
+    serving = load_serving_module(folder)
+    model = serving.load_model(folder, serving.ServingSettings(), device="cpu")
+    path = sorted((sample_root / "test").rglob("*.jpg"))[0]
+    upright = Image.open(path).convert("RGB").resize((96, 64))
+    buffer = io.BytesIO()
+    upright.save(buffer, fmt, quality=95)
+
+    def logits(data: bytes) -> torch.Tensor:
+        request = serving.decode_request(data, f"image/{fmt.lower()}", model)
+        return serving.predict_many([request], model)[0].logits
+
+    expected = logits(buffer.getvalue())
+    rtol = 1e-5 if fmt == "PNG" else 0.01  # a JPEG of the turned pixels is re-quantised
+    torch.testing.assert_close(logits(_sideways(upright, fmt, 6)), expected, atol=0, rtol=rtol)
+    ignored = logits(_sideways(upright, fmt, None))  # the turn matters: ignoring the tag changes the answer
+    assert ((ignored - expected).abs() / expected.abs()).max() > 5 * rtol
+    stored = tmp_path / f"sideways.{fmt.lower()}"
+    stored.write_bytes(_sideways(upright, fmt, 6))
+    training_view = v2.functional.pil_to_tensor(
+        load_rgb(stored, None)
+    ).float()  # training turns it the same way
+    upright_view = v2.functional.pil_to_tensor(
+        Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    ).float()
+    assert training_view.shape == upright_view.shape
+    assert (training_view - upright_view).abs().mean() < (0.01 if fmt == "PNG" else 3.0)
+
+
 @pytest.mark.parametrize(
     ("name", "allowed"),
     [
-        ("inference.py", {"torch", "torchvision", "safe_fetch", "request_codec"}),
-        ("request_codec.py", {"torch", "PIL", "safe_fetch", "sagemaker_inference", "inference"}),
+        ("inference.py", {"torch", "torchvision", "safe_fetch", "request_codec", "limits"}),
+        ("request_codec.py", {"torch", "safe_fetch", "image_decode", "limits", "inference"}),
+        ("image_decode.py", {"torch", "PIL", "limits", "inference"}),
+        ("limits.py", {"sagemaker_inference"}),
         ("safe_fetch.py", set()),  # also shipped in the Lambda zip: standard library only
     ],
 )

@@ -14,14 +14,17 @@ import json
 import ssl
 import sys
 import threading
+import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from helpers.https_host import image_host, self_signed_cert, serve_in_thread
 
 from conf.loader import load_config
 from deploy.local_endpoint.process import start_in_thread
+from deploy.local_endpoint.server import load_serving_module
 from deploy.packaging.serving.safe_fetch import (
     FetchError,
     FetchRules,
@@ -185,11 +188,103 @@ def test_slow_body_hits_the_time_limit(host):
     assert err.value.status == 504
 
 
+# IPv6 forms that deliver the connection to an internal IPv4 host: each is judged by the IPv4 it carries.
+CARRIERS = {
+    "IPv4-mapped": ("::ffff:169.254.169.254", "169.254.169.254"),
+    "IPv4-compatible": ("::169.254.169.254", "169.254.169.254"),
+    "IPv4-translated": ("::ffff:0:10.0.0.1", "10.0.0.1"),
+    "NAT64 well-known": ("64:ff9b::a9fe:a9fe", "169.254.169.254"),
+    "NAT64 local-use": ("64:ff9b:1::a00:1", "local-use NAT64"),
+    "6to4": ("2002:a9fe:a9fe::1", "169.254.169.254"),
+    "Teredo": ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),  # client 10.0.0.1, obfuscated
+}
+
+
+@pytest.mark.parametrize("form", CARRIERS)
+@pytest.mark.parametrize("where", ["literal", "dns answer", "redirect"])
+def test_ipv6_forms_carrying_an_internal_ipv4_are_refused_without_connecting(host, form, where):
+    server, port, context = host
+    address, carried = CARRIERS[form]
+    answers = iter([["127.0.0.1"], [address]])  # the redirect hop: the name now answers the IPv6 form
+
+    def resolver(name, port):
+        return next(answers) if where == "redirect" else [address]
+
+    url = {
+        "literal": f"https://[{address}]/dog.jpg",
+        "dns answer": "https://images.example.test/dog.jpg",
+        "redirect": f"https://localhost:{port}/redirect-ok",
+    }[where]
+    rules = FetchRules(("*",), resolver=resolver, refusal=policy_trusting_test_host, context=context)
+    with recorded_connections() as connects, pytest.raises(UnsafeURL, match=carried) as err:
+        fetch(url, rules)
+    assert err.value.status == 403
+    assert connects == ([("127.0.0.1", port)] if where == "redirect" else [])
+
+
+def test_ipv6_forms_carrying_a_public_ipv4_are_judged_public():
+    """The other side of the rule: the carried address decides, so public ones stay reachable."""
+    for address in ("::ffff:93.184.216.34", "64:ff9b::5db8:d822", "2002:5db8:d822::1", "2606:4700::1111"):
+        assert address_refusal(address) is None, address
+
+
+def test_slow_dns_counts_against_the_fetch_time_limit(host):
+    _, _, context = host
+
+    def stalled_resolver(name, port):
+        time.sleep(3)
+        return ["93.184.216.34"]
+
+    start = time.monotonic()
+    with pytest.raises(FetchTimeout, match="longer than the 0.3 s limit"):
+        fetch(
+            "https://images.example.test/dog.jpg",
+            FetchRules(("*",), timeout_s=0.3, resolver=stalled_resolver),
+        )
+    assert time.monotonic() - start < 1.5
+
+
 def test_untrusted_certificate_is_refused(host):
     _, port, _ = host
     with pytest.raises(FetchError, match="TLS to 'localhost' failed") as err:
         get(f"https://localhost:{port}/dog.jpg", None)  # the system CA store does not know the test CA
     assert err.value.status == 400
+
+
+@pytest.fixture(scope="module")
+def serving(served_package):
+    """The packaged serving code, loaded the way the endpoint loads it."""
+    return load_serving_module(served_package)
+
+
+@pytest.mark.parametrize(("dns_s", "request_timeout_s", "status", "reason"), [
+    (1.0, 30.0, 400, "could not be decoded"),  # every URL fetched (at once), then the fake JPEG is refused
+    (3.0, 1.5, 504, "longer than the 1.5 s limit"),  # the request's deadline also bounds its fetches
+])  # fmt: skip
+def test_urls_of_one_request_are_fetched_together_within_its_deadline(
+    serving, host, dns_s, request_timeout_s, status, reason
+):
+    _, port, context = host
+
+    def slow_resolver(name, port):
+        time.sleep(dns_s)
+        return ["127.0.0.1"]
+
+    rules = serving.safe_fetch.FetchRules(
+        ("localhost",), resolver=slow_resolver, refusal=policy_trusting_test_host, context=context
+    )
+    settings = serving.ServingSettings(url_fetch=rules, request_timeout_s=request_timeout_s)
+    model = serving.load_model(serving_folder(serving), settings, device="cpu")
+    body = json.dumps([{"url": f"https://localhost:{port}/dog.jpg"}] * 6).encode()
+    start = time.monotonic()
+    with pytest.raises(serving.RequestError, match=reason) as err:
+        serving.decode_request(body, "application/json", model)
+    assert err.value.status == status
+    assert time.monotonic() - start < 2.5  # one after another: 6 s and more
+
+
+def serving_folder(serving) -> Path:
+    return Path(serving.__file__).parent.parent
 
 
 def test_endpoint_with_url_fetching_refuses_metadata_and_keeps_serving(served_package):

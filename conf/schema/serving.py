@@ -38,6 +38,10 @@ class ServeConfig:
     max_image_pixels: int = 40_000_000  # checked from the header, before decoding (decompression bombs)
     max_images_per_request: int = 32
     drain_timeout_s: float = 30.0  # after SIGTERM, in-flight requests get this long to finish
+    request_timeout_s: float = 30.0  # one deadline for fetch + decode + predict (SageMaker allows 60 s)
+    read_timeout_s: float = 20.0  # for a request's head, then again for its body, to arrive (slowloris)
+    keep_alive_timeout_s: float = 5.0  # an idle connection between requests is closed after this long
+    max_jpeg_scans: int = 100  # progressive JPEGs from cameras have about 10; each scan costs a full pass
     url_fetch: UrlFetchConfig = field(default_factory=UrlFetchConfig)
 
 

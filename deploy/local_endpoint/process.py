@@ -3,6 +3,7 @@
 ``promote deploy=local`` and the tests use ``launch`` + ``wait_until_ready`` (a separate process that
 outlives the caller and drains on SIGTERM) or ``start_in_thread`` (in-process, stopped explicitly).
 A source is a ``model.tar.gz``, an unpacked package folder, or an MLflow run id (packaged on the fly).
+Every way of running applies the ``serve`` section's connection deadlines (``http_timeouts``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from deploy.local_endpoint.http_timeouts import uvicorn_timeouts
 from deploy.packaging.builder import build_package, unpack
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,25 @@ def app_from_environment():
     return create_app(os.environ[PACKAGE_ENV], OmegaConf.create(json.loads(os.environ[CONFIG_ENV])))
 
 
+def _drained_server(config):
+    """A ``uvicorn.Server`` whose SIGTERM/SIGINT shutdown returns normally once drained.
+
+    Uvicorn re-raises the signal after its graceful shutdown, so the process would end with -15 although
+    every request was answered; a drained stop is a success (exit status 0, as the README promises). A
+    shutdown that fails still raises, and then the signal is re-raised as before.
+    """
+    import uvicorn
+
+    class DrainedServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return DrainedServer(config)
+
+
 def serve(source: str, cfg: DictConfig, tracking_uri: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests (blocking; ``dogbreeds serve``)."""
     import uvicorn
@@ -89,6 +110,7 @@ def serve(source: str, cfg: DictConfig, tracking_uri: str | None = None) -> None
             "port": resolve_port(cfg),
             "log_level": "info",
             "timeout_graceful_shutdown": int(cfg.drain_timeout_s),
+            **uvicorn_timeouts(cfg),
         }
         log.info("serving %s on http://%s:%d", source, cfg.host, options["port"])
         if cfg.workers > 1:
@@ -99,7 +121,7 @@ def serve(source: str, cfg: DictConfig, tracking_uri: str | None = None) -> None
             with exported(settings):
                 uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=cfg.workers, **options)
         else:
-            uvicorn.run(create_app(package_dir, cfg), **options)
+            _drained_server(uvicorn.Config(create_app(package_dir, cfg), **options)).run()
 
 
 @dataclass
@@ -129,7 +151,9 @@ def start_in_thread(package_dir: Path, cfg: DictConfig, timeout: float = 120.0) 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((cfg.host, int(cfg.port or 0)))
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(create_app(package_dir, cfg), log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        create_app(package_dir, cfg), log_level="warning", lifespan="on", **uvicorn_timeouts(cfg)
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="endpoint")
     thread.start()

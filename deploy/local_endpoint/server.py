@@ -10,6 +10,12 @@
   Container errors come back the way SageMaker wraps them: a ``ModelError`` (424) carrying
   ``OriginalStatusCode`` and ``OriginalMessage``.
 
+Every request gets deadlines: its body must arrive within ``serve.read_timeout_s`` (408), and after that
+one ``Budget`` of ``serve.request_timeout_s`` covers URL fetches, decoding and the forward pass. A body
+over ``serve.max_payload_bytes`` is refused (413) as soon as it crosses the limit, and a client that
+disconnects stops its own decoding and drops out of the next batch. Every error, routing ones included,
+has the JSON shape ``{"error": ..., "status": ...}``.
+
 Uvicorn handles SIGTERM: it stops accepting, lets in-flight requests finish (``serve.drain_timeout_s``),
 then runs the lifespan shutdown, which stops the batcher.
 """
@@ -29,11 +35,13 @@ from pathlib import Path
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from deploy.local_endpoint.batching import MicroBatcher
+from deploy.local_endpoint.bodies import BodyRefused, RefusalWhileUploading, read_body
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +65,10 @@ def load_serving_module(package_dir: Path) -> types.ModuleType:
 
 
 def serving_settings(serving: types.ModuleType, cfg) -> object:
-    """The ``serve`` config section as the package's own ``ServingSettings``."""
+    """The ``serve`` config section as the package's own ``ServingSettings`` (ValueError for bad limits)."""
+    for name in ("request_timeout_s", "read_timeout_s", "keep_alive_timeout_s", "max_jpeg_scans"):
+        if not cfg[name] > 0:
+            raise ValueError(f"serve.{name} must be greater than 0, got {cfg[name]}")
     fetch = None
     if cfg.url_fetch.enabled:
         fetch = serving.safe_fetch.FetchRules(
@@ -66,30 +77,28 @@ def serving_settings(serving: types.ModuleType, cfg) -> object:
             cfg.url_fetch.timeout_s,
             cfg.url_fetch.max_redirects,
         )
-    return serving.ServingSettings(cfg.top_k, cfg.max_image_pixels, cfg.max_images_per_request, fetch)
+    return serving.ServingSettings(
+        cfg.top_k,
+        cfg.max_image_pixels,
+        cfg.max_images_per_request,
+        fetch,
+        cfg.request_timeout_s,
+        cfg.max_jpeg_scans,
+    )
 
 
-class PayloadTooLarge(ValueError):
-    """The body is over serve.max_payload_bytes (413)."""
+def error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": message, "status": status}).encode()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or PayloadTooLarge (413) past ``limit``; the rest is drained so the client reads the 413."""
-    declared = request.headers.get("content-length", "")
-    too_large = declared.isdigit() and int(declared) > limit
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            too_large = True
-        if not too_large:
-            chunks.append(chunk)
-        elif total > 8 * limit:  # stop reading an endless body; the connection gets closed
-            break
-    if too_large:
-        size = f"{int(declared):,}" if declared.isdigit() else f"over {total:,}"
-        raise PayloadTooLarge(f"request body is {size} bytes; the limit is {limit:,} (SageMaker's 6 MB)")
-    return b"".join(chunks)
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Routing errors (404, 405) in the same JSON shape as every other error."""
+    messages = {
+        404: f"no route {request.url.path}; use GET /ping or POST /invocations",
+        405: f"{request.method} is not allowed on {request.url.path}; use {(exc.headers or {}).get('Allow')}",
+    }
+    message = messages.get(exc.status_code, exc.detail)
+    return Response(error_body(exc.status_code, message), exc.status_code, exc.headers, "application/json")
 
 
 class Endpoint:
@@ -128,36 +137,80 @@ class Endpoint:
     async def ping(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": self.model.identity})
 
-    async def invoke(self, request: Request) -> tuple[int, bytes]:
-        """Status and JSON body of one invocation; never raises for bad input."""
+    async def invoke(self, request: Request) -> tuple[int, bytes, bool]:
+        """Status and JSON body of one invocation, and whether the request body was refused unread;
+        never raises for bad input."""
         serving = self.serving
         try:
-            accept = request.headers.get("accept")
-            serving.check_accept(accept)
-            body = await read_body(request, self.cfg.max_payload_bytes)
-            data = await anyio.to_thread.run_sync(
-                partial(
-                    serving.decode_request,
-                    body,
-                    request.headers.get("content-type"),
-                    self.model,
-                    request.headers.get(CUSTOM_ATTRIBUTES),
-                ),
-                limiter=self.decode_limiter,
-            )
-            prediction = await self.batcher.submit(data)
-            return 200, serving.encode_response(prediction, accept).encode()
+            serving.check_accept(request.headers.get("accept"))
+            body = await read_body(request, self.cfg.max_payload_bytes, self.cfg.read_timeout_s)
+            budget = serving.Budget(self.cfg.request_timeout_s)
+            answer = None
+            # _answer returns errors as answers: raised out of a task group they would come wrapped.
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._stop_when_client_leaves, request, budget, tasks.cancel_scope)
+                answer = await self._answer(request, body, budget)
+                tasks.cancel_scope.cancel()
+            if answer is None:  # the client left: nobody reads this
+                raise serving.ClientGone()
+            return (*answer, False)
         except serving.RequestError as err:
-            return err.status, json.dumps({"error": err.message, "status": err.status}).encode()
-        except PayloadTooLarge as err:
-            return 413, json.dumps({"error": str(err), "status": 413}).encode()
+            return err.status, error_body(err.status, err.message), False
+        except BodyRefused as err:
+            return err.status, error_body(err.status, str(err)), True
+        except ClientDisconnect:
+            return 499, error_body(499, "the client closed the connection while sending the body"), False
         except Exception:
             log.exception("invocation failed")
-            return 500, json.dumps({"error": "internal error while predicting; see the server log"}).encode()
+            return 500, error_body(500, "internal error while predicting; see the server log"), False
+
+    def _response(self, body: bytes, status: int, headers: dict, unread: bool) -> Response:
+        if unread:
+            return RefusalWhileUploading(body, status, headers, self.cfg.read_timeout_s)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+    async def _answer(self, request: Request, body: bytes, budget) -> tuple[int, bytes]:
+        serving = self.serving
+        try:
+            return await self._predict(request, body, budget)
+        except serving.RequestError as err:
+            return err.status, error_body(err.status, err.message)
+
+    async def _predict(self, request: Request, body: bytes, budget) -> tuple[int, bytes]:
+        serving = self.serving
+
+        def decode():
+            budget.check("waiting for a decoding thread", status=503, advice="; the endpoint is overloaded")
+            return serving.decode_request(
+                body,
+                request.headers.get("content-type"),
+                self.model,
+                request.headers.get(CUSTOM_ATTRIBUTES),
+                budget,
+            )
+
+        data = await anyio.to_thread.run_sync(decode, limiter=self.decode_limiter)
+        with anyio.move_on_after(budget.remaining()) as waiting:
+            prediction = await self.batcher.submit(data)
+        if waiting.cancelled_caught:
+            message = (
+                f"no prediction within this endpoint's {budget.seconds:g} s request limit; it is overloaded"
+            )
+            return 503, error_body(503, message)
+        return 200, serving.encode_response(prediction, request.headers.get("accept")).encode()
+
+    @staticmethod
+    async def _stop_when_client_leaves(request: Request, budget, scope: anyio.CancelScope) -> None:
+        """Once the body is read, the next ASGI message is the disconnect: then stop the request's work
+        (decoding checks the budget between steps; a cancelled batch entry is skipped)."""
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        budget.cancel()
+        scope.cancel()
 
     async def invocations(self, request: Request) -> Response:
-        status, body = await self.invoke(request)
-        return Response(body, status_code=status, media_type="application/json")
+        status, body, unread = await self.invoke(request)
+        return self._response(body, status, {}, unread)
 
     async def runtime_invoke_endpoint(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -167,7 +220,7 @@ class Endpoint:
                 status_code=400,
                 headers={"x-amzn-ErrorType": "ValidationError"},
             )
-        status, body = await self.invoke(request)
+        status, body, unread = await self.invoke(request)
         if status == 200:
             return Response(
                 body,
@@ -183,7 +236,7 @@ class Endpoint:
             "OriginalMessage": original,
             "LogStreamArn": f"local:{self.cfg.endpoint_name}",
         }
-        return JSONResponse(payload, status_code=424, headers={"x-amzn-ErrorType": "ModelError"})
+        return self._response(json.dumps(payload).encode(), 424, {"x-amzn-ErrorType": "ModelError"}, unread)
 
 
 def create_app(package_dir: str | Path, cfg) -> Starlette:
@@ -196,6 +249,7 @@ def create_app(package_dir: str | Path, cfg) -> Starlette:
             Route("/endpoints/{name}/invocations", endpoint.runtime_invoke_endpoint, methods=["POST"]),
         ],
         lifespan=endpoint.lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.endpoint = endpoint
     return app

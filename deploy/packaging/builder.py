@@ -34,7 +34,7 @@ from lightning_app import checkpoints
 
 log = logging.getLogger(__name__)
 
-SERVING_FILES = ("inference.py", "request_codec.py", "safe_fetch.py")
+SERVING_FILES = ("inference.py", "request_codec.py", "image_decode.py", "limits.py", "safe_fetch.py")
 FORMAT_VERSION = 1
 
 

@@ -2,7 +2,7 @@
 
 It runs in SageMaker's stock PyTorch inference container, where nothing of this project is installed,
 so it imports only torch, torchvision, Pillow and the standard library (plus its siblings
-``request_codec.py`` and ``safe_fetch.py``, shipped in the same ``code/`` folder). The local endpoint runs
+``request_codec.py``, ``image_decode.py``, ``limits.py`` and ``safe_fetch.py``, shipped in the same ``code/`` folder). The local endpoint runs
 this very file.
 
 The four toolkit functions are thin adapters over explicit functions (``load_model``,
@@ -28,6 +28,7 @@ from torchvision.transforms import v2
 
 if __package__:  # imported from the repository as deploy.packaging.serving.inference
     from . import safe_fetch
+    from .limits import Budget, ClientGone
     from .request_codec import (
         JSON_TYPE,
         Prediction,
@@ -40,6 +41,7 @@ if __package__:  # imported from the repository as deploy.packaging.serving.infe
     )
 else:  # SageMaker puts code/ on the path and imports modules top-level
     import safe_fetch
+    from limits import Budget, ClientGone
     from request_codec import (
         JSON_TYPE,
         Prediction,
@@ -53,7 +55,7 @@ else:  # SageMaker puts code/ on the path and imports modules top-level
 
 # What the local endpoint, the gate and the tests use through this module, the one SageMaker loads.
 __all__ = [
-    "JSON_TYPE", "Model", "Prediction", "Request", "RequestError", "ServingSettings", "check_accept",
+    "JSON_TYPE", "Budget", "ClientGone", "Model", "Prediction", "Request", "RequestError", "ServingSettings", "check_accept",
     "decode_image", "decode_request", "encode_response", "load_model", "predict_many", "safe_fetch",
     "model_fn", "input_fn", "predict_fn", "output_fn",
 ]  # fmt: skip
@@ -71,6 +73,8 @@ class ServingSettings:
     max_image_pixels: int = 40_000_000
     max_images_per_request: int = 32
     url_fetch: safe_fetch.FetchRules | None = None  # None: {"url": ...} requests are refused
+    request_timeout_s: float = 30.0  # fetch + decode + predict of one request (SageMaker allows 60 s)
+    max_jpeg_scans: int = 100  # progressive JPEGs from cameras have about 10 (see image_decode.py)
 
     @classmethod
     def from_env(cls, env) -> ServingSettings:
@@ -92,6 +96,8 @@ class ServingSettings:
             get("MAX_IMAGE_PIXELS", int, cls.max_image_pixels),
             get("MAX_IMAGES_PER_REQUEST", int, cls.max_images_per_request),
             fetch,
+            get("REQUEST_TIMEOUT_S", float, cls.request_timeout_s),
+            get("MAX_JPEG_SCANS", int, cls.max_jpeg_scans),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -100,6 +106,8 @@ class ServingSettings:
             "MAX_IMAGE_PIXELS": str(self.max_image_pixels),
             "MAX_IMAGES_PER_REQUEST": str(self.max_images_per_request),
             "URL_FETCH": "true" if self.url_fetch else "false",
+            "REQUEST_TIMEOUT_S": str(self.request_timeout_s),
+            "MAX_JPEG_SCANS": str(self.max_jpeg_scans),
         }
         if self.url_fetch:
             env.update(

@@ -6,7 +6,9 @@ public server can redirect there. So the host must be on the allowlist, it is re
 address it resolves to must be public, and the connection goes to one of those checked addresses (never
 by name again, which would let a DNS answer change between check and connect) while TLS still verifies
 the certificate against the host name. Redirects are followed by hand so each hop goes through the same
-checks, and the body is read against a byte limit and an overall deadline.
+checks, and the body is read against a byte limit and an overall deadline that covers DNS resolution too.
+An IPv6 address that carries an IPv4 address (IPv4-mapped or -compatible, NAT64, 6to4, Teredo) reaches that
+IPv4 host through a translator or tunnel, so it is judged by the IPv4 it carries.
 
 Single source for two artifacts: this file ships in ``model.tar.gz`` as ``code/safe_fetch.py`` next to
 ``inference.py``, and in the Lambda zip next to ``handler.py`` (``lambda/safe_fetch.py`` is a symlink to
@@ -25,6 +27,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,15 +71,35 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
-def address_refusal(address: str) -> str | None:
-    """Why ``address`` may not be contacted, or None for a public unicast address.
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 is the last 32 bits
+# RFC 8215: the operator picks where the IPv4 sits (after a /48 to /96 prefix), so no position can be trusted.
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 (SIIT): ::ffff:0:a.b.c.d
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d (:: and ::1 excluded below)
 
-    ``is_global`` is False for private, loopback, link-local (169.254.169.254, the cloud metadata
-    service), carrier-grade NAT, reserved and unspecified ranges; IPv4 mapped into IPv6 is unwrapped first.
+
+def carried_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses that traffic to ``ip`` ends up at, each with the name of the IPv6 form.
+
+    The NAT64 local-use prefix is refused before this is asked (see ``address_refusal``).
     """
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if ip.ipv4_mapped is not None:
+        return [("IPv4-mapped", ip.ipv4_mapped)]
+    if ip in IPV4_TRANSLATED:
+        return [("IPv4-translated", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))]
+    if ip in IPV4_COMPATIBLE and int(ip) > 1:
+        return [("IPv4-compatible", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))]
+    if ip in NAT64_WELL_KNOWN:
+        return [("NAT64", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))]
+    if ip.sixtofour is not None:
+        return [("6to4", ip.sixtofour)]
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return [("Teredo", server), ("Teredo", client)]
+    return []
+
+
+def _plain_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if ip.is_loopback:
         return f"{ip}, a loopback address"
     if ip.is_link_local:
@@ -84,6 +107,28 @@ def address_refusal(address: str) -> str | None:
     if ip.is_multicast or not ip.is_global:
         return f"{ip}, which is not a public address"
     return None
+
+
+def address_refusal(address: str) -> str | None:
+    """Why ``address`` may not be contacted, or None for a public unicast address.
+
+    ``is_global`` is False for private, loopback, link-local (169.254.169.254, the cloud metadata
+    service), carrier-grade NAT, reserved and unspecified ranges. An IPv6 address carrying an IPv4 one
+    is judged by that IPv4 alone: ``is_global`` calls 64:ff9b::10.0.0.1 or 2002:a00:1:: public although
+    a translator or tunnel delivers the connection to 10.0.0.1.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL_USE:
+            return f"{ip}, a local-use NAT64 address (64:ff9b:1::/48) that may carry any IPv4 address"
+        carried = carried_ipv4(ip)
+        for form, ipv4 in carried:
+            reason = _plain_refusal(ipv4)
+            if reason:
+                return f"{ip} ({form}), which carries {reason}"
+        if carried:
+            return None
+    return _plain_refusal(ip)
 
 
 @functools.cache
@@ -149,10 +194,31 @@ def _checked_url(url: str, rules: FetchRules) -> SplitResult:
     return parts
 
 
-def _checked_address(host: str, port: int, rules: FetchRules) -> str:
+def _resolve_in_time(host: str, port: int, rules: FetchRules, deadline: float, limit_s: float) -> list[str]:
+    """``rules.resolver`` bounded by the deadline: ``getaddrinfo`` has no timeout of its own and a slow
+    DNS server would otherwise hold the request for as long as the system resolver retries."""
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["addresses"] = rules.resolver(host, port)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting caller below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=work, name="resolve", daemon=True)  # abandoned if it overruns
+    worker.start()
+    worker.join(_remaining(deadline, limit_s))
+    if worker.is_alive():
+        raise _timeout(limit_s)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["addresses"]
+
+
+def _checked_address(host: str, port: int, rules: FetchRules, deadline: float, limit_s: float) -> str:
     """Resolve ``host`` and insist that *every* answer is allowed: one bad record taints the name."""
     try:
-        addresses = [host] if _is_ip_literal(host) else rules.resolver(host, port)
+        addresses = [host] if _is_ip_literal(host) else _resolve_in_time(host, port, rules, deadline, limit_s)
     except (OSError, UnicodeError):
         raise FetchError(f"could not resolve the image URL host {host!r}") from None
     if not addresses:
@@ -173,15 +239,22 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def fetch(url: str, rules: FetchRules) -> bytes:
-    """The body of ``url``, following at most ``rules.max_redirects`` checked redirects, or a FetchError."""
+def fetch(url: str, rules: FetchRules, deadline: float | None = None) -> bytes:
+    """The body of ``url``, following at most ``rules.max_redirects`` checked redirects, or a FetchError.
+
+    Everything (resolution, connection, redirects, body) fits in ``rules.timeout_s``, or in less when the
+    caller's own ``deadline`` (a ``time.monotonic()`` value) comes sooner.
+    """
     context = rules.context or default_tls_context()
-    deadline = time.monotonic() + rules.timeout_s
+    start = time.monotonic()
+    deadline = start + rules.timeout_s if deadline is None else min(deadline, start + rules.timeout_s)
+    limit_s = max(deadline - start, 0.0)
     for _ in range(rules.max_redirects + 1):
         parts = _checked_url(url, rules)
         port = parts.port or 443
-        address = _checked_address(parts.hostname, port, rules)
-        conn = _PinnedHTTPSConnection(parts.hostname, port, address, _remaining(deadline, rules), context)
+        address = _checked_address(parts.hostname, port, rules, deadline, limit_s)
+        timeout = _remaining(deadline, limit_s)
+        conn = _PinnedHTTPSConnection(parts.hostname, port, address, timeout, context)
         try:
             target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
             conn.request("GET", target, headers={"Accept": "image/*", "User-Agent": "dogbreeds"})
@@ -194,9 +267,9 @@ def fetch(url: str, rules: FetchRules) -> bytes:
                 continue
             if response.status != 200:
                 raise FetchError(f"the image URL answered HTTP {response.status}")
-            return _read_limited(response, rules, deadline)
+            return _read_limited(response, rules, deadline, limit_s)
         except TimeoutError:
-            raise _timeout(rules) from None
+            raise _timeout(limit_s) from None
         except ssl.SSLError:
             raise FetchError(
                 f"TLS to {parts.hostname!r} failed (certificate not valid for that host?)"
@@ -208,18 +281,20 @@ def fetch(url: str, rules: FetchRules) -> bytes:
     raise FetchError(f"the image URL redirected more than {rules.max_redirects} times")
 
 
-def _timeout(rules: FetchRules) -> FetchTimeout:
-    return FetchTimeout(f"fetching the image URL took longer than the {rules.timeout_s:g} s limit")
+def _timeout(limit_s: float) -> FetchTimeout:
+    return FetchTimeout(f"fetching the image URL took longer than the {limit_s:.3g} s limit")
 
 
-def _remaining(deadline: float, rules: FetchRules) -> float:
+def _remaining(deadline: float, limit_s: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise _timeout(rules)
+        raise _timeout(limit_s)
     return left
 
 
-def _read_limited(response: http.client.HTTPResponse, rules: FetchRules, deadline: float) -> bytes:
+def _read_limited(
+    response: http.client.HTTPResponse, rules: FetchRules, deadline: float, limit_s: float
+) -> bytes:
     """Read at most ``max_bytes``, checking the deadline between reads so a slow drip cannot stall us.
 
     ``read1`` returns whatever one socket read brings, so each wait is bounded by the socket timeout
@@ -230,7 +305,7 @@ def _read_limited(response: http.client.HTTPResponse, rules: FetchRules, deadlin
         raise TooLarge(f"the image is {int(declared)} bytes; the limit is {rules.max_bytes}")
     chunks, total = [], 0
     while True:
-        _remaining(deadline, rules)
+        _remaining(deadline, limit_s)
         chunk = response.read1(CHUNK_BYTES)
         if not chunk:
             return b"".join(chunks)
