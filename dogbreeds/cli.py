@@ -51,11 +51,16 @@ def cmd_jobs(args) -> None:
         MlflowClient(resolve_tracking_uri(cfg.tracking_uri)), cfg.experiment_name, jobs
     )
     table = Table("job", "verb", "status", "instances", "spot", "instance-h", "cost so far", "MLflow run")
-    for row in job_status.job_rows(jobs, cfg.backend.prices, runs):
+    rows = job_status.job_rows(jobs, cfg.backend.prices, runs)
+    for row in rows:
         cost = "?" if row.cost_usd is None else f"${row.cost_usd:,.2f}"
         table.add_row(row.name, row.verb, row.status, row.instances, "yes" if row.spot else "no",
                       f"{row.hours:.2f}", cost, row.mlflow_run or "-")  # fmt: skip
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    for row in rows:
+        if row.failure:
+            console.print(f"{row.name} failed: {row.failure}", markup=False, highlight=False)
 
 
 def cmd_package(args) -> None:

@@ -28,7 +28,7 @@ class DogBreedsDataModule(L.LightningDataModule):
         self.splits: dict[str, layout.Split] = {}
         # Classes are known up front (the head is sized from them) and a bad local layout fails before
         # a Trainer or a sweep starts. For S3 this is a listing only: every rank may do it, no download.
-        if self.is_s3:
+        if self.is_s3 and not cfg.local_copy:
             self.class_folders = s3_sync.list_class_folders(cfg.root)
         else:
             self.class_folders = layout.discover_classes(self.local_root)
@@ -40,6 +40,8 @@ class DogBreedsDataModule(L.LightningDataModule):
 
     @property
     def local_root(self) -> Path:
+        if self.cfg.local_copy:
+            return Path(self.cfg.local_copy).expanduser()
         if self.is_s3:
             return s3_sync.cache_path(self.cfg.root, self.cfg.cache_dir)
         return Path(self.cfg.root).expanduser()
@@ -55,7 +57,7 @@ class DogBreedsDataModule(L.LightningDataModule):
         }
 
     def prepare_data(self) -> None:
-        if self.is_s3:
+        if self.is_s3 and not self.cfg.local_copy:
             _, counts = s3_sync.sync(self.cfg.root, self.cfg.cache_dir)
             log.info(
                 "synced %s: %d downloaded, %d unchanged",

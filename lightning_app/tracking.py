@@ -12,17 +12,52 @@ import subprocess
 from pathlib import Path
 
 DEFAULT_DB = "mlflow.db"
+# Set by the SageMaker job launcher: the job's code is uploaded without .git, so the commit (and whether
+# the upload held uncommitted changes) is recorded where it was still known, at submit time.
+LAUNCH_COMMIT_ENV = "DOGBREEDS_GIT_COMMIT"
+LAUNCH_DIRTY_ENV = "DOGBREEDS_GIT_DIRTY"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoints"
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
-    """Config wins, then $MLFLOW_TRACKING_URI, then a SQLite file in the working directory."""
+    """Config wins, then $MLFLOW_TRACKING_URI, then a SQLite file in the working directory.
+
+    Every MLflow client of the project gets its URI here, so this is also where the sagemaker-mlflow
+    plugin is set up for it (see ``scope_sagemaker_mlflow``).
+    """
     if configured:
-        return configured
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+        uri = configured
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+    else:
+        uri = f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    scope_sagemaker_mlflow(uri)
+    return uri
+
+
+def is_sagemaker_arn(uri: str) -> bool:
+    return uri.startswith("arn:aws") and ":sagemaker:" in uri
+
+
+def scope_sagemaker_mlflow(uri: str) -> None:
+    """Make sagemaker-mlflow's request-header plugin serve ARN tracking URIs only, and serve them right.
+
+    The plugin (installed with the SageMaker SDK) declares itself active for every MLflow request and
+    parses ``mlflow.get_tracking_uri()`` as an ARN, so against any other server MLflow logs
+    "Encountered unexpected error during resolving request headers: list index out of range" on every
+    request, and with an ARN given only to an ``MlflowClient`` it finds no ARN either: the routing
+    header is missing. So: active only while the process-wide URI is an ARN, and an ARN we resolve
+    becomes the process-wide URI.
+    """
+    import mlflow
+    from mlflow.tracking.request_header.registry import _request_header_provider_registry
+
+    if is_sagemaker_arn(uri):
+        mlflow.set_tracking_uri(uri)
+    for provider in _request_header_provider_registry:
+        if type(provider).__module__.startswith("sagemaker_mlflow"):
+            provider.in_context = lambda: is_sagemaker_arn(str(mlflow.get_tracking_uri()))
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -55,9 +90,23 @@ def device_description() -> str:
     return f"cpu x{os.cpu_count()}"
 
 
+def git_dirty(cwd: Path | None = None) -> str:
+    """ "true" when the checkout has uncommitted or untracked files (code the commit does not hold)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+        return "true" if out.stdout.strip() else "false"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def provenance_tags() -> dict[str, str]:
+    """The code's commit and dirty flag (from the launcher when the code was shipped without .git)."""
+    here = Path(__file__).resolve().parent
     return {
-        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "git_commit": os.environ.get(LAUNCH_COMMIT_ENV) or git_commit(here),
+        "git_dirty": os.environ.get(LAUNCH_DIRTY_ENV) or git_dirty(here),
         "host": socket.gethostname(),
         "device": device_description(),
     }

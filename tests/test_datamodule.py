@@ -149,3 +149,16 @@ def test_resized_copies_are_made_once_and_used_for_training(make_cfg, sample_roo
     assert {path: path.stat().st_mtime_ns for path, _ in again.splits["train"].samples} == written
     images, _ = next(iter(again.train_dataloader()))
     assert images.shape == (16, 3, 48, 48)
+
+
+def test_local_copy_of_an_s3_root_is_read_without_touching_s3(sample_root, monkeypatch):
+    """A SageMaker job's data channel: read the copy, keep the s3:// root for the run's records."""
+    from conf.loader import load_config
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # any S3 call would fail
+    cfg = load_config(["data.root=s3://no-such-bucket/dogImages", f"data.local_copy={sample_root}"]).data
+    datamodule = DogBreedsDataModule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup()
+    assert datamodule.local_root == sample_root and len(datamodule.class_names) == 4
+    assert datamodule.cfg.root == "s3://no-such-bucket/dogImages"

@@ -13,7 +13,9 @@ from conf.loader import load_config
 from dogbreeds.cli import main
 from experiments.sagemaker_jobs import status as job_status
 from experiments.sagemaker_jobs import submit as training_jobs
-from experiments.sagemaker_jobs.entry import environment_overrides
+from experiments.sagemaker_jobs.job_document import JOB_FILE
+from experiments.sagemaker_jobs.launcher import launch
+from experiments.sagemaker_jobs.request_limits import RequestLimitError
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreeds-training"
 BASE = [
@@ -41,6 +43,22 @@ def sagemaker(moto_endpoint, monkeypatch):
     return Session(boto_session=boto_session, default_bucket="dogbreeds-staging"), sent
 
 
+def _document(session, job: dict) -> dict:
+    """The job document as the job will read it: downloaded from the job channel's S3 prefix."""
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    bucket, _, prefix = channels["job"].removeprefix("s3://").partition("/")
+    body = session.boto_session.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{JOB_FILE}")["Body"]
+    return json.loads(body.read())
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", *args], cwd=training_jobs.PROJECT_ROOT, capture_output=True, text=True
+    ).stdout
+
+
 def test_train_job_definition_as_sagemaker_receives_it(sagemaker):
     session, sent = sagemaker
     overrides = [
@@ -56,7 +74,7 @@ def test_train_job_definition_as_sagemaker_receives_it(sagemaker):
         "resume=false",
     ]
     cfg = load_config(overrides)
-    [name] = training_jobs.launch([training_jobs.train_job(cfg, overrides)], session)
+    [name] = launch([training_jobs.train_job(cfg, overrides)], session)
 
     job = session.boto_session.client("sagemaker").describe_training_job(TrainingJobName=name)
     assert name.startswith("dogbreeds-train-")
@@ -75,9 +93,12 @@ def test_train_job_definition_as_sagemaker_receives_it(sagemaker):
         "LocalPath": "/opt/ml/checkpoints",
     }
     assert job["RoleArn"] == ROLE
-    assert job["HyperParameters"]["verb"] == "train"
+    # Only fixed words go through the SDK's shell file; the overrides travel in the job document.
+    assert job["HyperParameters"] == {"verb": "train"}
+    document = _document(session, job)
+    assert document["launch_overrides"] == overrides
     # The launcher owns resume/checkpoint_dir: a job always resumes from its synced checkpoints.
-    assert json.loads(job["HyperParameters"]["overrides"]) == [
+    assert document["overrides"] == [
         "data.root=s3://dogbreeds-data/dogImages",
         "tracking_uri=https://mlflow.example.com",
         "model=resnet50",
@@ -86,7 +107,7 @@ def test_train_job_definition_as_sagemaker_receives_it(sagemaker):
     ]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
     assert channels["training"] == "s3://dogbreeds-data/dogImages"
-    assert set(channels) == {"training", "code", "sm_drivers"}
+    assert set(channels) == {"training", "code", "sm_drivers", "job"}
     listed = session.boto_session.client("sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
     tags = {t["Key"]: t["Value"] for t in listed}
     assert tags == {"project": "dogbreeds", "dogbreeds:verb": "train", "dogbreeds:experiment": "dogbreeds"}
@@ -95,6 +116,9 @@ def test_train_job_definition_as_sagemaker_receives_it(sagemaker):
     assert request["Environment"] == {
         "DOGBREEDS_SECRET_ID": "dogbreeds/training",
         "DOGBREEDS_CHECKPOINT_DIR": "/opt/ml/checkpoints",
+        # Provenance the job cannot see (its source has no .git): the commit and whether it was dirty.
+        "DOGBREEDS_GIT_COMMIT": _git("rev-parse", "HEAD").strip(),
+        "DOGBREEDS_GIT_DIRTY": "true" if _git("status", "--porcelain").strip() else "false",
     }
     # torchrun (the SDK's Torchrun config) launches the entry script on every instance.
     s3 = session.boto_session.client("s3")
@@ -119,11 +143,11 @@ def test_sweep_workers_are_single_instance_jobs_on_one_study(sagemaker):
     overrides = [*BASE, "sweep.storage=postgresql://optuna@db.internal:5432/optuna", "sweep.workers=3"]
     cfg = load_config(overrides)
     specs = training_jobs.sweep_jobs(cfg, overrides)
-    names = training_jobs.launch(specs, session)
+    names = launch(specs, session)
 
     sm = session.boto_session.client("sagemaker")
     jobs = [sm.describe_training_job(TrainingJobName=n) for n in names]
-    workers = [json.loads(j["HyperParameters"]["overrides"]) for j in jobs]
+    workers = [_document(session, j)["overrides"] for j in jobs]
     studies = {o for w in workers for o in w if o.startswith("sweep.study_name=")}
     assert len(studies) == 1
     assert [[o for o in w if o.startswith("sweep.worker_index=")] for w in workers] == [
@@ -131,7 +155,7 @@ def test_sweep_workers_are_single_instance_jobs_on_one_study(sagemaker):
     ]  # fmt: skip
     assert all("sweep.workers=1" in w and "sweep.workers=3" not in w for w in workers)
     assert all(j["ResourceConfig"]["InstanceCount"] == 1 and "CheckpointConfig" not in j for j in jobs)
-    assert all(not r.get("Environment") for r in sent)  # no secret configured: nothing to pass
+    assert all("DOGBREEDS_SECRET_ID" not in r["Environment"] for r in sent)  # no secret configured
 
 
 @pytest.mark.parametrize(
@@ -184,25 +208,6 @@ def test_bad_backend_and_dry_run_without_sagemaker_are_clear_errors(capsys):
     assert "Invalid value 'kubernetes', expected one of [local, sagemaker]" in capsys.readouterr().err
 
 
-def test_environment_becomes_overrides():
-    env = {
-        "SM_CHANNEL_TRAINING": "/opt/ml/input/data/training",
-        "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
-        "DOGBREEDS_CHECKPOINT_DIR": "/opt/ml/checkpoints",
-        "WORLD_SIZE": "8",
-        "LOCAL_WORLD_SIZE": "4",
-    }
-    assert environment_overrides(env) == [
-        "data.root=/opt/ml/input/data/training",
-        "checkpoint_dir=/opt/ml/checkpoints",
-        "output_dir=/opt/ml/output/data",
-        "trainer.devices=4",
-        "trainer.num_nodes=2",
-        "trainer.strategy=ddp",
-    ]
-    assert environment_overrides({"WORLD_SIZE": "1"}) == []
-
-
 PRICES = {"ml.g5.xlarge": {"on_demand": 1.408, "spot": 0.45}}
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
@@ -232,7 +237,7 @@ def test_cost_of_finished_running_waiting_and_unpriced_jobs():
 def test_jobs_lists_status_cost_and_mlflow_run(sagemaker, tmp_path, capsys):
     session, _ = sagemaker
     overrides = [*BASE, "backend.instance_type=ml.g5.xlarge"]
-    [name] = training_jobs.launch([training_jobs.train_job(load_config(overrides), overrides)], session)
+    [name] = launch([training_jobs.train_job(load_config(overrides), overrides)], session)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking)
     run = client.create_run(client.create_experiment("dogbreeds"), tags={training_jobs.JOB_TAG: name})
@@ -242,3 +247,57 @@ def test_jobs_lists_status_cost_and_mlflow_run(sagemaker, tmp_path, capsys):
     line = next(row for row in out.splitlines() if name in row)
     assert "Completed" in line and "1 x ml.g5.xlarge" in line and "$0.00" in line
     assert run.info.run_id in line
+
+
+def test_any_override_reaches_the_job_document_intact(sagemaker):
+    """Quotes, spaces, $, backticks, unicode, and far more than a hyperparameter's 2,500 characters."""
+    session, _ = sagemaker
+    hostile = "run_name='dog\\'s \"best\" run $HOME `id` ü 🐕'"
+    space = [f"+sweep.extra_{i}=" + "x" * 100 for i in range(100)]  # ~10 KB of overrides
+    overrides = [*BASE, hostile]
+    spec = training_jobs.train_job(load_config(overrides), [*overrides, *space])
+    [name] = launch([spec], session)
+    job = session.boto_session.client("sagemaker").describe_training_job(TrainingJobName=name)
+    document = _document(session, job)
+    assert hostile in document["overrides"] and space[-1] in document["overrides"]
+    assert document["launch_overrides"] == [*overrides, *space]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["experiment_name=" + "e" * 300], "over SageMaker's 256-character limit on tag values"),
+        (["+backend.tags.team='dog\\'s'"], "tag values hold only letters, numbers, spaces"),
+        (["backend.job_prefix=dog_breeds"], "job names hold only letters, digits and inner hyphens"),
+        (["backend.secret_id=" + "s" * 600], "over SageMaker's 512-character limit on environment values"),
+    ],
+)
+def test_submission_sagemaker_would_refuse_is_refused_before_any_upload(sagemaker, overrides, message):
+    from sagemaker.core.helper.session_helper import Session
+
+    boto_session, sent = sagemaker[0].boto_session, sagemaker[1]
+    boto_session.client("s3").create_bucket(Bucket="dogbreeds-refused")  # empty: moto lives for the session
+    session = Session(boto_session=boto_session, default_bucket="dogbreeds-refused")
+    cfg = load_config([*BASE, *overrides])
+    with pytest.raises(RequestLimitError, match=message):
+        launch([training_jobs.train_job(cfg, [*BASE, *overrides])], session)
+    assert sent == []
+    assert "Contents" not in boto_session.client("s3").list_objects_v2(Bucket="dogbreeds-refused")
+    boto_session.client("s3").delete_bucket(Bucket="dogbreeds-refused")
+
+
+def test_jobs_shows_why_a_job_failed(sagemaker, tmp_path, capsys, monkeypatch):
+    session, _ = sagemaker
+    [name] = launch([training_jobs.train_job(load_config(BASE), BASE)], session)
+    described = job_status.describe_jobs
+    reason = "rank 0: ValueError: model.arch=no_such_net: unknown architecture"
+
+    def failed(client, prefix, limit=50):  # moto completes every job: mark this one failed as AWS would
+        jobs = described(client, prefix, limit)
+        for job in jobs:
+            job.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=reason)
+        return jobs
+
+    monkeypatch.setattr(job_status, "describe_jobs", failed)
+    assert main(["jobs", "backend.region=us-east-1", f"tracking_uri=sqlite:///{tmp_path / 'm.db'}"]) == 0
+    assert f"{name} failed: {reason}" in capsys.readouterr().out

@@ -35,6 +35,9 @@ class DataConfig:
     root: str = "sample_data"
     # Where s3:// roots are synced to (one copy per node, unchanged files skipped).
     cache_dir: str = "~/.cache/dogbreeds/data"
+    # A folder already holding a copy of an s3:// root (a SageMaker job's data channel): read instead of
+    # syncing, while runs still record the s3:// root they came from.
+    local_copy: str | None = None
     image_size: int = 224
     # Eval resize before the center crop, as a ratio of image_size (the usual 256/224).
     resize_ratio: float = 1.143

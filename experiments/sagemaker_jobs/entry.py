@@ -1,12 +1,14 @@
 """Entry point of a SageMaker training job (also what torchrun starts on every process of every node).
 
-Thin on purpose: it turns the job's environment into config overrides and calls the same ``train(cfg)``
-or sweep worker as a local run. The data channel becomes ``data.root``; torchrun's world becomes
-``trainer.devices``/``num_nodes``/``strategy=ddp`` (Lightning reads ranks from the environment);
-secrets come from AWS Secrets Manager into the environment, never into logs or arguments.
+Thin on purpose: it turns the job document (``job_document.py``: the overrides, byte for byte) and the
+job's environment into config overrides and calls the same ``train(cfg)`` or sweep worker as a local
+run. The data channel becomes ``data.local_copy`` (runs still record the ``s3://`` root); torchrun's world
+becomes ``trainer.devices``/``num_nodes``/``strategy=ddp`` (Lightning reads ranks from the environment);
+secrets come from AWS Secrets Manager into the environment, never into logs or arguments. Any failure is
+written, redacted, to ``/opt/ml/output/failure`` (``failure.py``) before the process exits non-zero.
 Rank 0 copies the best checkpoint to ``SM_MODEL_DIR``, which SageMaker uploads as model.tar.gz.
 
-    python experiments/sagemaker_jobs/entry.py --verb train --overrides '["model=resnet50", ...]'
+    python experiments/sagemaker_jobs/entry.py --verb train     # with SM_CHANNEL_JOB set
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 # Run as a script from the uploaded source folder: make the project's packages importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from experiments.sagemaker_jobs import failure  # noqa: E402
+from experiments.sagemaker_jobs.job_document import read_document, run_tags  # noqa: E402
 from experiments.sagemaker_jobs.submit import (  # noqa: E402
     CHECKPOINT_ENV,
     DATA_CHANNEL,
@@ -40,7 +44,7 @@ def environment_overrides(env: Mapping[str, str]) -> list[str]:
     overrides = []
     channel = env.get(f"SM_CHANNEL_{DATA_CHANNEL.upper()}")
     if channel:
-        overrides.append(f"data.root={channel}")
+        overrides.append(f"data.local_copy={channel}")
     if env.get(CHECKPOINT_ENV):
         overrides.append(f"checkpoint_dir={env[CHECKPOINT_ENV]}")
     if env.get("SM_OUTPUT_DATA_DIR"):
@@ -56,8 +60,9 @@ def environment_overrides(env: Mapping[str, str]) -> list[str]:
     return overrides
 
 
-def load_secret_environment(secret_id: str) -> None:
-    """The secret is a JSON object of environment variables (PGPASSWORD, MLFLOW_TRACKING_TOKEN, ...)."""
+def load_secret_environment(secret_id: str) -> list[str]:
+    """The secret is a JSON object of environment variables (PGPASSWORD, MLFLOW_TRACKING_TOKEN, ...);
+    returns its values, which a failure report must not show."""
     import boto3
 
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)
@@ -66,6 +71,7 @@ def load_secret_environment(secret_id: str) -> None:
         raise JobConfigError(f"secret {secret_id} must be a JSON object of environment variables")
     os.environ.update({str(k): str(v) for k, v in values.items()})
     log.info("loaded %d environment variable(s) from secret %s", len(values), secret_id)
+    return [str(v) for v in values.values()]
 
 
 def export_model(checkpoint: str, run_id: str, model_dir: Path) -> None:
@@ -74,23 +80,17 @@ def export_model(checkpoint: str, run_id: str, model_dir: Path) -> None:
     (model_dir / "mlflow_run.json").write_text(json.dumps({"run_id": run_id}))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--verb", choices=("train", "sweep"), required=True)
-    parser.add_argument("--overrides", default="[]", help="JSON list of Hydra overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    if os.environ.get(SECRET_ENV):
-        load_secret_environment(os.environ[SECRET_ENV])
+def run_job(verb: str, env: Mapping[str, str], secret_values: list[str]) -> None:
+    if env.get(SECRET_ENV):
+        secret_values += load_secret_environment(env[SECRET_ENV])
     from conf.loader import load_config
 
-    from_environment = environment_overrides(os.environ)
+    document = read_document(env)
+    from_environment = environment_overrides(env)
     replaced = {override_key(o) for o in from_environment}  # Hydra refuses a key given twice
-    overrides = [o for o in json.loads(args.overrides) if override_key(o) not in replaced] + from_environment
+    overrides = [o for o in document["overrides"] if override_key(o) not in replaced] + from_environment
     cfg = load_config(overrides)
-    job_tags = {JOB_TAG: os.environ["TRAINING_JOB_NAME"]} if os.environ.get("TRAINING_JOB_NAME") else {}
-    if args.verb == "sweep":
+    if verb == "sweep":
         from experiments.sweep import run_sweep
 
         run_sweep(cfg, overrides)
@@ -98,11 +98,25 @@ def main(argv: list[str] | None = None) -> None:
 
     from lightning_app.train import train
 
-    result = train(cfg, tags=job_tags)
-    if int(os.environ.get("RANK", "0")) == 0 and result.best_checkpoint:
-        export_model(
-            result.best_checkpoint, result.run_id, Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
-        )
+    job_tags = {JOB_TAG: env["TRAINING_JOB_NAME"]} if env.get("TRAINING_JOB_NAME") else {}
+    result = train(cfg, tags={**job_tags, **run_tags(document)})
+    if int(env.get("RANK", "0")) == 0 and result.best_checkpoint:
+        export_model(result.best_checkpoint, result.run_id, Path(env.get("SM_MODEL_DIR", "/opt/ml/model")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--verb", choices=("train", "sweep"), required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    secret_values: list[str] = []  # filled as the secret is read, so a later failure can redact them
+    try:
+        run_job(args.verb, os.environ, secret_values)
+    except BaseException as error:  # noqa: BLE001 - every cause is reported, then re-raised unchanged
+        if not isinstance(error, SystemExit) or error.code not in (0, None):
+            record = failure.failure_record(error, int(os.environ.get("RANK", "0")), secret_values)
+            failure.append_failure(record, os.environ.get("SM_OUTPUT_FAILURE", failure.FAILURE_FILE))
+        raise
 
 
 if __name__ == "__main__":

@@ -3,17 +3,17 @@
 Cost: for a finished job SageMaker reports ``BillableTimeInSeconds`` per instance (already net of spot
 savings), billed at the on-demand price; for a running job it is the time since training started, at
 the spot or on-demand price of ``backend.prices``. Estimates, not an invoice: prices change by region
-and day, so the table lives in config.
+and day, so the table lives in config. A failed job's ``FailureReason`` (the entry point's redacted
+exception, see ``failure.py``) is shown under the table.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from experiments.sagemaker_jobs.submit import JOB_TAG
+from experiments.sagemaker_jobs.submit import JOB_TAG, STUDY_TAG
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class JobRow:
     hours: float
     cost_usd: float | None
     mlflow_run: str
+    failure: str = ""
 
 
 def job_hours(job: dict, now: datetime) -> float:
@@ -52,12 +53,9 @@ def job_cost(job: dict, prices: dict, now: datetime) -> float | None:
     return job_hours(job, now) * rate
 
 
-def _overrides(job: dict) -> list[str]:
-    return json.loads(job.get("HyperParameters", {}).get("overrides", "[]"))
-
-
 def _study(job: dict) -> str | None:
-    found = [o.split("=", 1)[1] for o in _overrides(job) if o.startswith("sweep.study_name=")]
+    """Sweep jobs carry their study as a tag (their overrides are in the job document, not in the job)."""
+    found = [t["Value"] for t in job.get("Tags", []) if t["Key"] == STUDY_TAG]
     return found[0] if found else None
 
 
@@ -74,7 +72,11 @@ def describe_jobs(sagemaker_client, prefix: str, limit: int = 50) -> list[dict]:
         ]
         if len(names) >= limit:
             break
-    return [sagemaker_client.describe_training_job(TrainingJobName=name) for name in names[:limit]]
+    jobs = [sagemaker_client.describe_training_job(TrainingJobName=name) for name in names[:limit]]
+    for job in jobs:  # describe leaves tags out; only sweep jobs need theirs (the study)
+        if job.get("HyperParameters", {}).get("verb") == "sweep":
+            job["Tags"] = sagemaker_client.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
+    return jobs
 
 
 def mlflow_runs(mlflow_client, experiment_name: str, jobs: list[dict]) -> dict[str, str]:
@@ -120,6 +122,7 @@ def job_rows(
                 hours=job_hours(job, now),
                 cost_usd=job_cost(job, prices, now),
                 mlflow_run=runs.get(job["TrainingJobName"], ""),
+                failure=job.get("FailureReason", ""),
             )
         )
     return rows

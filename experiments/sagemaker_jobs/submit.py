@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig
 
 from conf.errors import DogbreedsError
+from experiments.sagemaker_jobs import request_limits
+from experiments.sagemaker_jobs.job_document import job_document, source_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_SCRIPT = "experiments/sagemaker_jobs/entry.py"
@@ -36,6 +38,7 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 SECRET_ENV = "DOGBREEDS_SECRET_ID"
 CHECKPOINT_ENV = "DOGBREEDS_CHECKPOINT_DIR"
 JOB_TAG = "dogbreeds.sagemaker_job"  # MLflow tag naming the job a run came from
+STUDY_TAG = "dogbreeds:study"  # SageMaker tag of sweep jobs: the study they work on
 # Not uploaded with the source: environments, caches, local results.
 IGNORE_PATTERNS = [
     ".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".pip-empty",
@@ -75,7 +78,8 @@ class JobSpec:
     checkpoint_s3_uri: str | None
     output_s3_uri: str | None
     role_arn: str | None
-    hyperparameters: dict[str, str] = field(default_factory=dict)
+    hyperparameters: dict[str, str] = field(default_factory=dict)  # fixed words only: they go through a shell
+    document: dict = field(default_factory=dict)  # the job document (overrides, provenance)
     environment: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -125,10 +129,10 @@ def image_uri(backend: DictConfig) -> str:
     )
 
 
-def job_overrides(overrides: list[str], extra: list[str]) -> str:
-    """The user's overrides (minus launcher keys) plus per-job ones, as the JSON list the entry reads."""
+def job_overrides(overrides: list[str], extra: list[str]) -> list[str]:
+    """The user's overrides (minus launcher keys) plus per-job ones: what the job composes its config from."""
     kept = [o for o in overrides if not override_key(o).startswith(LAUNCHER_KEYS)]
-    return json.dumps([*kept, *extra])
+    return [*kept, *extra]
 
 
 def _base_spec(cfg: DictConfig, verb: str, overrides: list[str], extra: list[str]) -> JobSpec:
@@ -141,7 +145,9 @@ def _base_spec(cfg: DictConfig, verb: str, overrides: list[str], extra: list[str
     _check_tracking(cfg.tracking_uri)
     if backend.instance_count < 1:
         raise JobConfigError(f"backend.instance_count={backend.instance_count}: must be at least 1")
+    request_limits.check_job_prefix(backend.job_prefix)
     environment = {SECRET_ENV: backend.secret_id} if backend.secret_id else {}
+    environment.update(source_environment(PROJECT_ROOT))
     return JobSpec(
         base_job_name=f"{backend.job_prefix}-{verb}",
         verb=verb,
@@ -158,7 +164,8 @@ def _base_spec(cfg: DictConfig, verb: str, overrides: list[str], extra: list[str
         checkpoint_s3_uri=None,
         output_s3_uri=backend.output_s3_uri,
         role_arn=backend.role_arn,
-        hyperparameters={"verb": verb, "overrides": job_overrides(overrides, extra)},
+        hyperparameters={"verb": verb},
+        document=job_document(verb, job_overrides(overrides, extra), overrides),
         environment=environment,
         tags={**backend.tags, "dogbreeds:verb": verb, "dogbreeds:experiment": cfg.experiment_name},
     )
@@ -193,82 +200,15 @@ def sweep_jobs(cfg: DictConfig, overrides: list[str]) -> list[JobSpec]:
     for index in range(cfg.sweep.workers):
         extra = ["sweep.workers=1", f"sweep.worker_index={index}", f"sweep.study_name={name}"]
         spec = _base_spec(cfg, "sweep", overrides, extra)
-        spec.tags["dogbreeds:study"] = name
+        spec.tags[STUDY_TAG] = name
         specs.append(spec)
     return specs
 
 
-def model_trainer(spec: JobSpec, session=None):
-    """The SDK v3 ``ModelTrainer`` for ``spec`` (``session``: a ``sagemaker.core`` Session, or the default)."""
-    from sagemaker.core.training.configs import (
-        CheckpointConfig,
-        Compute,
-        InputData,
-        OutputDataConfig,
-        SourceCode,
-        StoppingCondition,
-        Tag,
-    )
-    from sagemaker.train import ModelTrainer
-    from sagemaker.train.distributed import Torchrun
-
-    # Train jobs keep checkpoints, which SageMaker syncs with S3 (default: under the job's own prefix).
-    checkpoints = (
-        CheckpointConfig(s3_uri=spec.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH)
-        if spec.distributed
-        else None
-    )
-
-    return ModelTrainer(
-        sagemaker_session=session,
-        role=spec.role_arn,
-        base_job_name=spec.base_job_name,
-        training_image=spec.image_uri,
-        source_code=SourceCode(
-            source_dir=str(PROJECT_ROOT),
-            entry_script=ENTRY_SCRIPT,
-            requirements=REQUIREMENTS,
-            ignore_patterns=IGNORE_PATTERNS,
-        ),
-        distributed=Torchrun(process_count_per_node=spec.processes_per_instance)
-        if spec.distributed
-        else None,
-        compute=Compute(
-            instance_type=spec.instance_type,
-            instance_count=spec.instance_count,
-            volume_size_in_gb=spec.volume_size_gb,
-            enable_managed_spot_training=spec.spot,
-        ),
-        stopping_condition=StoppingCondition(
-            max_runtime_in_seconds=spec.max_runtime_s, max_wait_time_in_seconds=spec.max_wait_s
-        ),
-        input_data_config=[InputData(channel_name=DATA_CHANNEL, data_source=spec.data_s3_uri)],
-        output_data_config=OutputDataConfig(s3_output_path=spec.output_s3_uri)
-        if spec.output_s3_uri
-        else None,
-        hyperparameters=spec.hyperparameters,
-        environment=spec.environment,
-        checkpoint_config=checkpoints,
-        tags=[Tag(key=k, value=v) for k, v in spec.tags.items()],
-    )
-
-
-def sagemaker_session(backend: DictConfig):
-    """Credentials from the usual AWS chain (environment, profile, instance role), never from config."""
-    import boto3
-    from sagemaker.core.helper.session_helper import Session
-
-    return Session(boto_session=boto3.Session(region_name=backend.region), default_bucket=backend.bucket)
-
-
-def launch(specs: list[JobSpec], session=None) -> list[str]:
-    """Start the jobs without waiting; returns their names (``dogbreeds jobs`` follows them)."""
-    names = []
-    for spec in specs:
-        trainer = model_trainer(spec, session)
-        trainer.train(wait=False, logs=False)
-        names.append(trainer._latest_training_job.training_job_name)
-    return names
+def check_limits(spec: JobSpec) -> None:
+    """Refuse what SageMaker would refuse, before anything is uploaded."""
+    request_limits.check_tags(spec.tags)
+    request_limits.check_environment(spec.environment)
 
 
 def submit(cfg: DictConfig, verb: str, overrides: list[str], dry_run: bool = False) -> list[str]:
@@ -277,7 +217,11 @@ def submit(cfg: DictConfig, verb: str, overrides: list[str], dry_run: bool = Fal
 
     specs = [train_job(cfg, overrides)] if verb == "train" else sweep_jobs(cfg, overrides)
     if dry_run:
+        for spec in specs:
+            check_limits(spec)
         return [json.dumps(spec.as_dict(), indent=2) for spec in specs]
+    from experiments.sagemaker_jobs.launcher import launch, sagemaker_session
+
     try:
         names = launch(specs, sagemaker_session(cfg.backend))
     except (NoCredentialsError, NoRegionError) as err:
