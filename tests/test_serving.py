@@ -23,7 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from helpers.hostile_images import many_scan_jpeg
 from helpers.images import distinct_jpegs
-from helpers.servers import free_port
+from helpers.servers import free_port, post
 from helpers.waiting import wait_for
 from omegaconf import OmegaConf
 from PIL import Image
@@ -40,17 +40,6 @@ def endpoint(served_package):
     server = start_in_thread(served_package, cfg)
     yield server
     server.stop()
-
-
-def post(url: str, body: bytes, content_type: str | None, headers: dict | None = None):
-    request = urllib.request.Request(url, data=body, method="POST", headers=dict(headers or {}))
-    if content_type:
-        request.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 def post_and_report_sent(port: int, body: bytes, sent: list[int]) -> int:

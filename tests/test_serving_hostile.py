@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers.hostile_images import many_scan_jpeg
+from helpers.servers import post
 from PIL import Image
-from test_serving import post
 
 from conf.loader import load_config
 from deploy.local_endpoint.process import start_in_thread

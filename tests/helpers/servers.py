@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +91,15 @@ class PostgresCluster:
         subprocess.run(
             [*self.as_user, *command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+
+
+def post(url: str, body: bytes, content_type: str | None, headers: dict | None = None):
+    """POST ``body``; returns (status, JSON answer) for errors as for successes."""
+    request = urllib.request.Request(url, data=body, method="POST", headers=dict(headers or {}))
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
