@@ -18,7 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import Stubber
-from helpers.aws_plans import ARTIFACTS, NOTHING, RUN_ID, observed_after
+from helpers.aws_plans import ARTIFACTS, CANARY_WITH_ROLLBACK, NOTHING, RUN_ID, observed_after
 from mlflow import MlflowClient
 
 from conf.loader import ConfigError, load_config
@@ -275,18 +275,7 @@ def test_planned_blue_green_update_is_a_valid_request(new_instance_type):
             "delete_scaling_policy", {}, {"PolicyName": "dogs-invocations-per-instance", **key}
         )
         scaling_stub.add_response("deregister_scalable_target", {}, key)
-    expected_config = {
-        "BlueGreenUpdatePolicy": {
-            "TrafficRoutingConfiguration": {
-                "Type": "CANARY",
-                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
-                "WaitIntervalInSeconds": 300,
-            },
-            "TerminationWaitInSeconds": 120,
-            "MaximumExecutionTimeoutInSeconds": 3600,
-        },
-        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "dogs-5xx"}]},
-    }
+    expected_config = CANARY_WITH_ROLLBACK
     arn = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogs"
     stub.add_response(
         "update_endpoint",

@@ -15,6 +15,7 @@ import pytest
 from helpers.aws_plans import (
     ACCOUNT,
     ARTIFACTS,
+    CANARY_WITH_ROLLBACK,
     NEXT_RUN_ID,
     NOTHING,
     RUN_ID,
@@ -88,18 +89,7 @@ def test_a_new_run_creates_model_and_config_and_updates_the_endpoint_blue_green(
     assert calls_of(second, "endpoint")["update_endpoint"] == {
         "EndpointName": "dogs",
         "EndpointConfigName": second.step("endpoint-config").name,
-        "DeploymentConfig": {
-            "BlueGreenUpdatePolicy": {
-                "TrafficRoutingConfiguration": {
-                    "Type": "CANARY",
-                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
-                    "WaitIntervalInSeconds": 300,
-                },
-                "TerminationWaitInSeconds": 120,
-                "MaximumExecutionTimeoutInSeconds": 3600,
-            },
-            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "dogs-5xx"}]},
-        },
+        "DeploymentConfig": CANARY_WITH_ROLLBACK,
     }
     assert second.step("endpoint").reason == f"serves {first.step('endpoint-config').name}: blue/green update"
 

@@ -13,6 +13,7 @@ import importlib
 import json
 import shutil
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -217,6 +218,17 @@ def test_proxy_events(invoke, images, runtime, expected, make_event):
         (rest_v1("hello", content_type="text/plain"), 415, "unsupported content type 'text/plain'"),
         (http_v2(b64(b"\xff" * (LIMIT + 1)), "image/png", True), 413, "over the limit"),
         (http_v2("@@@", "image/png", True), 400, "not valid base64"),
+        (
+            {**rest_v1(json.dumps({"image": b64(IMAGE)})), "headers": "Content-Type"},
+            400,
+            "headers must be an object",
+        ),
+        (
+            {**rest_v1(None, method="GET"), "queryStringParameters": "url=x"},
+            400,
+            "queryStringParameters must be",
+        ),
+        (rest_v1("[" * 100_000 + "]" * 100_000), 400, "nested too deeply"),
     ],
 )
 def test_bad_events_are_4xx_and_never_reach_the_endpoint(invoke, runtime, event, status, message):
@@ -322,3 +334,47 @@ def test_default_client_is_created_once_and_reused(env, endpoint, expected):
         assert (info.misses, info.hits) == (1, 2)
     finally:
         handler_module.runtime_client.cache_clear()
+
+
+def test_an_unexpected_error_is_still_a_proxy_response(invoke, runtime, monkeypatch):
+    """API Gateway turns an escaped exception into a bare 502: the handler answers 500 itself instead."""
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(handler_module, "image_from_event", broken)
+    assert invoke({"image": b64(IMAGE)}) == (500, {"error": "internal error in the function; see its logs"})
+    assert runtime[1] == []
+
+
+class LambdaContext:
+    """The one method of the Lambda context object the handler uses, counting down like the real one."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+@pytest.mark.parametrize(
+    ("function_s", "answer"),
+    [
+        (5.5, "the model endpoint did not answer in time"),  # one attempt with a read timeout that fits
+        (3.0, "no time left to call the model endpoint; try again"),  # not even one attempt fits: no call
+    ],
+)
+def test_timeouts_follow_the_time_the_function_has_left(env, slow_endpoint, function_s, answer):
+    """The slow endpoint takes 3 s; the configured 20 s read timeout x 2 attempts would outlive the function."""
+    env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", slow_endpoint.url)
+    env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    handler_module.runtime_client.cache_clear()
+    context = LambdaContext(function_s)
+    try:
+        response = handler_module.handler({"image": b64(IMAGE)}, context)
+    finally:
+        handler_module.runtime_client.cache_clear()
+    assert (response["statusCode"], json.loads(response["body"])) == (504, {"error": answer})
+    assert context.get_remaining_time_in_millis() > 500  # answered before the function's timeout

@@ -26,6 +26,20 @@ ACCOUNT = "123456789012"
 NOTHING = replace(nothing_exists(), account=ACCOUNT)
 ARTIFACTS = Artifacts("/pkg/model.tar.gz", "ab" * 32, "c29kZQ==", IMAGE, {"DOGBREEDS_TOP_K": "5"})
 
+# The blue/green request of a canary update with one rollback alarm, as AWS's API model spells it.
+CANARY_WITH_ROLLBACK = {
+    "BlueGreenUpdatePolicy": {
+        "TrafficRoutingConfiguration": {
+            "Type": "CANARY",
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+            "WaitIntervalInSeconds": 300,
+        },
+        "TerminationWaitInSeconds": 120,
+        "MaximumExecutionTimeoutInSeconds": 3600,
+    },
+    "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "dogs-5xx"}]},
+}
+
 
 def deploy_cfg(*overrides: str):
     return load_config(
