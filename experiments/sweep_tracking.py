@@ -26,6 +26,8 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy.engine import make_url
 
+from lightning_app import tracking
+
 log = logging.getLogger(__name__)
 
 STUDY_TAG = "dogbreeds.sweep.study"
@@ -44,7 +46,11 @@ def public_storage_url(url: str) -> str:
 
 def create_parent_run(client: MlflowClient, experiment_name: str, study_name: str, params: dict) -> str:
     experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(experiment_name, tracking.artifact_location(client.tracking_uri))
+    )
     tags = {STUDY_TAG: study_name, ROLE_TAG: "parent", MLFLOW_RUN_NAME: f"sweep {study_name}"}
     run = client.create_run(experiment_id, tags=tags)
     for key, value in params.items():

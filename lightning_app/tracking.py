@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 DEFAULT_DB = "mlflow.db"
@@ -18,6 +19,29 @@ LAUNCH_COMMIT_ENV = "DOGBREEDS_GIT_COMMIT"
 LAUNCH_DIRTY_ENV = "DOGBREEDS_GIT_DIRTY"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoints"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment of this store keeps its artifacts: beside a SQLite store's file.
+
+    MLflow's default is ``./mlruns`` of whatever folder the process happens to run in, so the artifacts of
+    one store end up scattered (and a test run, or a run started from the checkout, fills the checkout).
+    A server decides for itself: None.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (database.parent / "mlruns").resolve().as_uri()
+
+
+def default_run_name(model_cfg) -> str:
+    """``resnet18-lr0.001-1125-043512-9f3c``: what was trained, when, and a random suffix.
+
+    MLflow's own names come from Python's ``random``, which the training seed has just seeded, so every run
+    of the same seed would get the same name. The suffix comes from ``os.urandom``, which no seed touches.
+    """
+    stamp = datetime.now().strftime("%m%d-%H%M%S")
+    return f"{model_cfg.arch}-lr{model_cfg.lr:g}-{stamp}-{os.urandom(2).hex()}"
 
 
 def resolve_tracking_uri(configured: str | None) -> str:

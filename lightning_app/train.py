@@ -54,13 +54,15 @@ def check_objective_is_logged(objective: Objective, module: BreedClassifier) -> 
 
 def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
     """``run_id``: continue that MLflow run (resume) instead of starting a new one."""
+    uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
     return MLFlowLogger(
         experiment_name=cfg.experiment_name,
-        run_name=cfg.run_name,
-        tracking_uri=tracking.resolve_tracking_uri(cfg.tracking_uri),
+        run_name=cfg.run_name or tracking.default_run_name(cfg.model),
+        tracking_uri=uri,
         tags={**tracking.provenance_tags(), **tags},
         log_model=False,
         run_id=run_id,
+        artifact_location=tracking.artifact_location(uri),
     )
 
 
