@@ -33,4 +33,7 @@ def test_artifacts_of_a_sqlite_store_live_beside_it(trained_run):
 
 def test_a_server_chooses_its_own_artifact_location():
     assert tracking.artifact_location("http://mlflow.internal:5000") is None
-    assert tracking.artifact_location("sqlite:///relative/mlflow.db") == (Path.cwd() / "relative/mlruns").as_uri()
+    assert (
+        tracking.artifact_location("sqlite:///relative/mlflow.db")
+        == (Path.cwd() / "relative/mlruns").as_uri()
+    )
