@@ -19,6 +19,13 @@ from experiments.launch import launch
 OVERRIDES_HELP = "Hydra overrides, e.g. model=resnet50 model.lr=3e-4 data.root=s3://bucket/dogImages"
 
 
+def cmd_config(args) -> None:
+    """The config every other verb would run with these overrides, resolved, as YAML (Hydra's ``--cfg job``)."""
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(load_config(args.overrides)), end="")
+
+
 def cmd_sample_data(args) -> None:
     from lightning_app.sample_data import generate
 
@@ -143,6 +150,10 @@ def cmd_invoke(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreeds", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
+
+    config = verbs.add_parser("config", help="print the resolved config for these overrides, as YAML")
+    config.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    config.set_defaults(func=cmd_config)
 
     sample = verbs.add_parser("sample-data", help="write a small generated dataset in the dogImages layout")
     sample.add_argument("out", help="output folder")

@@ -1,4 +1,4 @@
-"""``dogbreeds sample-data`` and ``dogbreeds train``: every bad input is one clear line and exit code 2."""
+"""The console script: `config` shows the resolved config; every bad input is one clear line and exit code 2."""
 
 from __future__ import annotations
 
@@ -161,3 +161,14 @@ def test_console_scripts_in_a_subprocess(tmp_path):
         .startswith("dogbreeds train: error: Could not override 'model.lrr'")
     )
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_config_prints_the_resolved_config_that_other_verbs_would_use(capsys):
+    from omegaconf import OmegaConf
+
+    assert main(["config", "model=resnet50", "sweep.metric=val_loss", "sweep.direction=minimize"]) == 0
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert printed.model.arch == "resnet50" and printed.model.finetune.policy == "staged"
+    assert (printed.sweep.metric, printed.sweep.direction) == ("val_loss", "minimize")
+    assert main(["config", "model.optimizer=lamb"]) == 2
+    assert "expected one of [adamw, adam, sgd]" in capsys.readouterr().err
