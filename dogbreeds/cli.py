@@ -240,11 +240,26 @@ def log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
+def parse_args(argv: list[str] | None):
+    """Overrides may stand before and after flags (``promote deploy=sagemaker --dry-run deploy.bucket=b``).
+
+    argparse gives a ``nargs="*"`` positional only the run before the first flag; the rest comes back as
+    unknown arguments, which are overrides too unless they look like flags.
+    """
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    flags = [arg for arg in rest if arg.startswith("-")]
+    if flags or not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(flags or rest)}")
+    args.overrides = [*args.overrides, *rest]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """A mistake the user can fix (``DogbreedsError``) is one line and exit code 2; anything else is a
     bug and propagates with its traceback."""
     log_to_stderr()
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         args.func(args)
     except DogbreedsError as err:

@@ -172,3 +172,13 @@ def test_config_prints_the_resolved_config_that_other_verbs_would_use(capsys):
     assert (printed.sweep.metric, printed.sweep.direction) == ("val_loss", "minimize")
     assert main(["config", "model.optimizer=lamb"]) == 2
     assert "expected one of [adamw, adam, sgd]" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_a_flag_and_unknown_flags_are_refused(capsys):
+    """``promote deploy=sagemaker --dry-run deploy.assume_absent=true`` as the README writes it."""
+    assert main(["train", "trainer=demo", "--dry-run", "model.lrr=0.1"]) == 2
+    assert "did you mean 'lr'?" in capsys.readouterr().err  # the override after the flag was read
+    with pytest.raises(SystemExit) as exit_info:
+        main(["config", "model=resnet50", "--no-such-flag"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
