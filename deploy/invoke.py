@@ -74,15 +74,24 @@ def invoke_local(event: dict, endpoint_url: str, endpoint_name: str) -> dict:
 
 def invoke_lambda(event: dict, deploy) -> dict:
     import boto3
+    from botocore.exceptions import NoCredentialsError
 
     from deploy.aws.lambda_function import function_name
 
-    lam = boto3.client("lambda", region_name=deploy.region)
-    answer = lam.invoke(
-        FunctionName=function_name(deploy),
-        Qualifier=deploy.function.alias,
-        Payload=json.dumps(event).encode(),
-    )
+    lam, name = boto3.client("lambda", region_name=deploy.region), function_name(deploy)
+    try:
+        answer = lam.invoke(
+            FunctionName=name, Qualifier=deploy.function.alias, Payload=json.dumps(event).encode()
+        )
+    except NoCredentialsError as err:
+        raise InvocationError(
+            f"{err}: configure AWS credentials (aws configure, AWS_PROFILE, or a role)"
+        ) from err
+    except lam.exceptions.ResourceNotFoundException as err:
+        raise InvocationError(
+            f"no Lambda {name}:{deploy.function.alias} in {deploy.region}: "
+            "run dogbreeds promote deploy=sagemaker first (or set deploy.region / deploy.endpoint_name)"
+        ) from err
     payload = json.loads(answer["Payload"].read())
     if "FunctionError" in answer:
         raise InvocationError(f"the Lambda failed: {payload.get('errorMessage', payload)}")

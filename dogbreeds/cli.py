@@ -47,12 +47,16 @@ def cmd_jobs(args) -> None:
     from rich.table import Table
 
     from experiments.sagemaker_jobs import status as job_status
+    from experiments.sagemaker_jobs.submit import JobConfigError
     from lightning_app.tracking import resolve_tracking_uri
 
     chosen = [o for o in args.overrides if o.startswith("backend=")]
     cfg = load_config([*(() if chosen else ["backend=sagemaker"]), *args.overrides])
+    region = cfg.backend.region or boto3.session.Session().region_name
+    if not region:
+        raise JobConfigError("no AWS region: set backend.region=us-east-1 (or AWS_DEFAULT_REGION)")
     jobs = job_status.describe_jobs(
-        boto3.client("sagemaker", region_name=cfg.backend.region), cfg.backend.job_prefix, args.limit
+        boto3.client("sagemaker", region_name=region), cfg.backend.job_prefix, args.limit
     )
     runs = job_status.mlflow_runs(
         MlflowClient(resolve_tracking_uri(cfg.tracking_uri)), cfg.experiment_name, jobs

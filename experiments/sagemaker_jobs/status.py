@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from experiments.sagemaker_jobs.submit import JOB_TAG, STUDY_TAG
+from experiments.sagemaker_jobs.submit import JOB_TAG, STUDY_TAG, JobConfigError
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,25 @@ def _study(job: dict) -> str | None:
 
 def describe_jobs(sagemaker_client, prefix: str, limit: int = 50) -> list[dict]:
     """Newest first; ``prefix`` is ``backend.job_prefix`` (every job this project launches starts with it)."""
+    from botocore.exceptions import NoCredentialsError, NoRegionError
+
     paginator = sagemaker_client.get_paginator("list_training_jobs")
     names = []
     pages = paginator.paginate(NameContains=prefix, SortBy="CreationTime", SortOrder="Descending")
-    for page in pages:
-        names += [
-            s["TrainingJobName"]
-            for s in page["TrainingJobSummaries"]
-            if s["TrainingJobName"].startswith(prefix)
-        ]
-        if len(names) >= limit:
-            break
+    try:
+        for page in pages:
+            names += [
+                s["TrainingJobName"]
+                for s in page["TrainingJobSummaries"]
+                if s["TrainingJobName"].startswith(prefix)
+            ]
+            if len(names) >= limit:
+                break
+    except (NoCredentialsError, NoRegionError) as err:
+        raise JobConfigError(
+            f"{err}: configure AWS credentials (environment, profile or instance role) and a region "
+            "(backend.region or AWS_DEFAULT_REGION)"
+        ) from err
     jobs = [sagemaker_client.describe_training_job(TrainingJobName=name) for name in names[:limit]]
     for job in jobs:  # describe leaves tags out; only sweep jobs need theirs (the study)
         if job.get("HyperParameters", {}).get("verb") == "sweep":
