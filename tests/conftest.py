@@ -6,7 +6,8 @@ here, stopped after); plus the ``gpu`` marker's skip. Helpers that are not fixtu
 - ``served_package``: that run packaged and unpacked, as the local endpoint serves it.
 - ``mlflow_server``: an ``mlflow server`` process on localhost (SQLite backend, proxied artifacts).
 - ``postgres`` / ``postgres_url``: a throwaway PostgreSQL 15 cluster (restartable, for fault tests).
-- ``moto_endpoint``: moto in server mode (real HTTP, real boto3), with fake credentials in the env.
+- ``moto_endpoint``: moto in server mode (real HTTP, real boto3), with fake credentials in the env;
+  ``fresh_aws_account``: credentials of an account of its own there, for one test.
 """
 
 from __future__ import annotations
@@ -177,6 +178,25 @@ def moto_endpoint():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def fresh_aws_account(moto_endpoint, monkeypatch) -> str:
+    """An empty account of its own in the shared moto server: moto keys all state by the caller's account,
+    so a test that lists or counts (roles, policies, log groups) sees only what it made itself."""
+    import secrets
+
+    import boto3
+
+    account = f"{secrets.randbelow(10**11) + 10**11:012d}"
+    credentials = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/tests", RoleSessionName="tests"
+    )["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", credentials["SessionToken"])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it holds the credentials it was made with
+    return account
 
 
 @pytest.fixture(scope="session")

@@ -184,6 +184,7 @@ def test_apply_reapply_and_teardown_exactly_what_was_created(moto_endpoint, tmp_
     second = plan_now(calls, deploy, NEXT_RUN_ID, later)
     assert {s.kind: s.action for s in second.steps if s.action != "unchanged"} == {
         "s3-object": "create",
+        "sagemaker-role": "update",
         "sagemaker-model": "create",
         "endpoint-config": "create",
         "endpoint": "update",

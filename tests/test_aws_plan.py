@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import replace
 
@@ -28,9 +29,9 @@ from mlflow import MlflowClient
 
 from conf.loader import ConfigError
 from deploy.aws import iam
+from deploy.aws.calls import AwsDeployError
 from deploy.aws.observe import (
     ACCOUNT_PLACEHOLDER,
-    ObservedRole,
     nothing_exists,
 )
 from deploy.aws.plan import format_plan, plan_deployment
@@ -81,10 +82,13 @@ def test_a_new_run_creates_model_and_config_and_updates_the_endpoint_blue_green(
     changed = {kind: action for kind, action in actions(second).items() if action != "unchanged"}
     assert changed == {
         "s3-object": "create",
+        "sagemaker-role": "update",  # it may read the new run's object, and only that
         "sagemaker-model": "create",
         "endpoint-config": "create",
         "endpoint": "update",
     }
+    assert list(calls_of(second, "sagemaker-role")) == ["put_role_policy"]
+    assert second.step("sagemaker-role").reason == "inline policy differs"
     assert list(calls_of(second, "endpoint")) == ["update_endpoint", "wait:endpoint_in_service"]
     assert calls_of(second, "endpoint")["update_endpoint"] == {
         "EndpointName": "dogs",
@@ -144,7 +148,7 @@ def test_drifted_policies_retention_and_capacity_are_updated():
     loose = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
     drifted = replace(
         seen,
-        roles={**seen.roles, "dogs-invoke-role": ObservedRole(seen.roles["dogs-invoke-role"].arn, loose)},
+        roles={**seen.roles, "dogs-invoke-role": replace(seen.roles["dogs-invoke-role"], policy=loose)},
         log_group_retention_days=None,
         scaling=replace(seen.scaling, max_capacity=9),
     )
@@ -173,6 +177,11 @@ def test_planned_policies_are_least_privilege():
     for document in documents.values():
         findings = parliament.analyze_policy_string(document).findings
         assert [(f.issue, f.detail) for f in findings] == []
+    sagemaker_policy = json.loads(documents["sagemaker-role"])
+    reads = [s for s in sagemaker_policy["Statement"] if s["Action"] == "s3:GetObject"]
+    assert [s["Resource"] for s in reads] == [
+        f"arn:aws:s3:::dogbreeds-models/dogbreeds/models/{RUN_ID}/model.tar.gz"
+    ]  # its own object only: other endpoints' models share the prefix
     lambda_policy = json.loads(documents["lambda-role"])
     assert [s["Resource"] for s in lambda_policy["Statement"]] == [
         f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/dogs",
@@ -247,3 +256,108 @@ def test_assume_absent_is_refused_outside_a_dry_run(capsys):
 
     assert main(["promote", "deploy=sagemaker", "deploy.bucket=b", "deploy.assume_absent=true"]) == 2
     assert "use it with --dry-run only" in capsys.readouterr().err
+
+
+def test_trust_policies_are_conditioned_on_our_account_and_source():
+    plan = plan_deployment(deploy_cfg(), RUN_ID, ARTIFACTS, NOTHING)
+    trusts = {
+        kind: json.loads(calls_of(plan, kind)["create_role"]["AssumeRolePolicyDocument"])["Statement"]
+        for kind in ("sagemaker-role", "lambda-role")
+    }
+    assert trusts["sagemaker-role"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "sagemaker.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": ACCOUNT},
+                "ArnLike": {"aws:SourceArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:*"},
+            },
+        }
+    ]
+    function = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:dogs-invoke"
+    assert trusts["lambda-role"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": ACCOUNT},
+                "ArnLikeIfExists": {"aws:SourceArn": [function, f"{function}:*"]},
+            },
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "problem"),
+    [
+        ("models/*", "the segment '*'"),
+        ("models/run?", "the segment 'run?'"),
+        ("models/$user", "the segment '$user'"),  # "${...}" is an IAM policy variable
+        ("models//dogs", "an empty segment"),
+        ("models/../other", "the segment '..'"),
+        ("my models", "the segment 'my models'"),
+        ("/", "no folder name"),
+        ("''", "no folder name"),
+    ],
+)
+def test_a_prefix_that_would_widen_the_role_or_the_key_is_refused(prefix, problem):
+    with pytest.raises(
+        ConfigError, match=r"deploy\.prefix=.* has " + re.escape(problem) + ": use folder names"
+    ):
+        plan_deployment(deploy_cfg(f"deploy.prefix={prefix}"), RUN_ID, ARTIFACTS, NOTHING)
+
+
+def test_outer_slashes_of_the_prefix_are_dropped():
+    plan = plan_deployment(deploy_cfg("deploy.prefix=/team/dogs/"), RUN_ID, ARTIFACTS, NOTHING)
+    assert plan.model_data_url == f"s3://dogbreeds-models/team/dogs/{RUN_ID}/model.tar.gz"
+
+
+def test_our_role_with_a_drifted_trust_policy_is_repaired_with_the_exact_documents():
+    deploy = deploy_cfg()
+    seen = observed_after(plan_deployment(deploy, RUN_ID, ARTIFACTS, NOTHING), deploy)
+    role = seen.roles["dogs-sagemaker-role"]
+    foreign = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    drifted = replace(
+        seen, roles={**seen.roles, role.arn.rsplit("/")[-1]: replace(role, trust_policy=foreign)}
+    )
+    plan = plan_deployment(deploy, RUN_ID, ARTIFACTS, drifted)
+    assert {k: v for k, v in actions(plan).items() if v != "unchanged"} == {"sagemaker-role": "update"}
+    assert plan.step("sagemaker-role").reason == "trust policy differs"
+    request = calls_of(plan, "sagemaker-role")["update_assume_role_policy"]
+    assert request["RoleName"] == "dogs-sagemaker-role"
+    assert json.loads(request["PolicyDocument"]) == role.trust_policy
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"tags": {}}, r"it is not tagged project=dogbreeds endpoint=dogs \(its tags: none\)"),
+        ({"tags": {"project": "dogbreeds", "endpoint": "cats"}}, r"it is not tagged .*'endpoint': 'cats'"),
+        (
+            {"attached_policies": ("arn:aws:iam::aws:policy/AdministratorAccess",)},
+            r"managed policies are attached .*AdministratorAccess.*detach-role-policy --role-name dogs-invoke-role",
+        ),
+        ({"other_policies": ("extra",)}, r"it has inline policies promote did not write \(extra\)"),
+    ],
+)
+def test_a_role_promote_must_not_adopt_is_refused_with_what_to_fix(change, says):
+    deploy = deploy_cfg()
+    seen = observed_after(plan_deployment(deploy, RUN_ID, ARTIFACTS, NOTHING), deploy)
+    role = replace(seen.roles["dogs-invoke-role"], **change)
+    with pytest.raises(
+        AwsDeployError, match=r"IAM role dogs-invoke-role exists but promote will not use it: " + says
+    ):
+        plan_deployment(
+            deploy, RUN_ID, ARTIFACTS, replace(seen, roles={**seen.roles, "dogs-invoke-role": role})
+        )

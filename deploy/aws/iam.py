@@ -1,10 +1,17 @@
 """Least-privilege IAM documents for the two roles a promote creates, and the requests that write them.
 
 The Lambda may invoke its one endpoint and write to its own log group (which promote creates with a
-retention, so the role needs no ``logs:CreateLogGroup``). SageMaker's role may read the model objects
-under the deployment prefix, pull the inference image and write its endpoint's logs. The only ``*``
-resources are actions AWS does not scope to resources (ECR's token, CloudWatch metrics, the latter
-narrowed to SageMaker's namespace by condition).
+retention, so the role needs no ``logs:CreateLogGroup``). SageMaker's role may read the one model object
+of the run it serves (not the prefix: other endpoints' models live there), pull the inference image and
+write its endpoint's logs. The only ``*`` resources are actions AWS does not scope to resources (ECR's
+token, CloudWatch metrics, the latter narrowed to SageMaker's namespace by condition).
+
+Trust policies name the service and, against the confused deputy (a service tricked into assuming our
+role for a resource in another account), require ``aws:SourceAccount`` to be ours. SageMaker documents
+``aws:SourceArn`` for its roles, so its trust also requires one of the account's SageMaker resources in
+this region. Lambda documents no ``aws:SourceArn`` for assuming an execution role: requiring a key the
+service does not send would make the role unassumable (``create_function`` fails), so the function's ARN
+is checked only where the key is present (``ArnLikeIfExists``); the account condition still applies.
 """
 
 from __future__ import annotations
@@ -14,11 +21,38 @@ import json
 VERSION = "2012-10-17"
 
 
-def trust_policy(service: str) -> dict:
+def _trust_policy(service: str, account: str, source_arn: dict) -> dict:
     return {
         "Version": VERSION,
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}, **source_arn},
+            }
+        ],
     }
+
+
+def sagemaker_trust_policy(region: str, account: str) -> dict:
+    return _trust_policy(
+        "sagemaker.amazonaws.com",
+        account,
+        {"ArnLike": {"aws:SourceArn": f"arn:aws:sagemaker:{region}:{account}:*"}},
+    )
+
+
+def lambda_function_arn(region: str, account: str, function_name: str) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{function_name}"
+
+
+def lambda_trust_policy(region: str, account: str, function_name: str) -> dict:
+    # The function's ARN, and its versions and aliases (``...:function:NAME:live``).
+    arn = lambda_function_arn(region, account, function_name)
+    return _trust_policy(
+        "lambda.amazonaws.com", account, {"ArnLikeIfExists": {"aws:SourceArn": [arn, f"{arn}:*"]}}
+    )
 
 
 def endpoint_arn(region: str, account: str, endpoint_name: str) -> str:
@@ -60,17 +94,17 @@ def ecr_repository_arn(image_uri: str) -> str:
 
 
 def sagemaker_policy(
-    region: str, account: str, endpoint_name: str, bucket: str, prefix: str, image_uri: str
+    region: str, account: str, endpoint_name: str, bucket: str, key: str, image_uri: str
 ) -> dict:
     log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker/Endpoints/{endpoint_name}"
     return {
         "Version": VERSION,
         "Statement": [
             {
-                "Sid": "ReadModelArtifacts",
+                "Sid": "ReadTheOneModelObject",
                 "Effect": "Allow",
                 "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{bucket}/{prefix.strip('/')}/*",
+                "Resource": f"arn:aws:s3:::{bucket}/{key}",
             },
             {
                 "Sid": "PullInferenceImage",
@@ -100,10 +134,10 @@ def sagemaker_policy(
     }
 
 
-def create_role_request(role_name: str, service: str, tags: dict[str, str]) -> dict:
+def create_role_request(role_name: str, trust: dict, tags: dict[str, str]) -> dict:
     return {
         "RoleName": role_name,
-        "AssumeRolePolicyDocument": json.dumps(trust_policy(service)),
+        "AssumeRolePolicyDocument": json.dumps(trust),
         "Description": "dogbreeds promote: least privilege",
         "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
     }
@@ -120,6 +154,10 @@ def put_policy_request(role_name: str, policy: dict) -> dict:
         "PolicyName": inline_policy_name(role_name),
         "PolicyDocument": json.dumps(policy),
     }
+
+
+def update_trust_request(role_name: str, trust: dict) -> dict:
+    return {"RoleName": role_name, "PolicyDocument": json.dumps(trust)}
 
 
 def role_arn(account: str, role_name: str) -> str:

@@ -8,6 +8,7 @@ new instance type yields new names, the same ones find what an earlier promote m
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from conf.loader import ConfigError
@@ -17,6 +18,9 @@ from deploy.aws.sagemaker_endpoint import resource_name
 PROJECT_TAG = "project"
 RUN_TAG = "run-id"
 ENDPOINT_TAG = "endpoint"
+# S3's "safe" key characters, less "*": the prefix also becomes part of an IAM resource ARN, where "*" and
+# "?" are wildcards and "${...}" a policy variable, so anything else could widen what the role may read.
+PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9!_.'()-]+")
 
 
 def resource_tags(deploy, run_id: str) -> dict[str, str]:
@@ -52,10 +56,26 @@ class ResourceNames:
         return tuple(r for r in (self.sagemaker_role, self.lambda_role) if r)
 
 
+def model_prefix(prefix: str) -> str:
+    """``deploy.prefix`` as the folder of model objects: outer slashes dropped, every segment checked."""
+    folder = prefix.strip("/")
+    for segment in folder.split("/"):
+        if not PREFIX_SEGMENT.fullmatch(segment) or segment in (".", ".."):
+            problem = (
+                f"the segment {segment!r}" if segment else "an empty segment" if folder else "no folder name"
+            )
+            raise ConfigError(
+                f"deploy.prefix={prefix!r} has {problem}: use folder names of letters, digits and "
+                "! _ . ' ( ) - separated by single slashes, e.g. deploy.prefix=dogbreeds/models "
+                "(no * ? $ or spaces: the prefix becomes part of the IAM policy's S3 resource)"
+            )
+    return folder
+
+
 def resource_names(deploy, run_id: str, image_uri: str, environment: dict[str, str]) -> ResourceNames:
     if not deploy.bucket:
         raise ConfigError("deploy.bucket is required for deploy=sagemaker (where model.tar.gz is uploaded)")
-    key = f"{deploy.prefix.strip('/')}/{run_id}/model.tar.gz"
+    key = f"{model_prefix(deploy.prefix)}/{run_id}/model.tar.gz"
     model = resource_name(
         deploy.endpoint_name,
         run_id,

@@ -21,8 +21,14 @@ ACCOUNT_PLACEHOLDER = "<ACCOUNT_ID>"
 
 @dataclass(frozen=True)
 class ObservedRole:
+    """All that decides whether promote may use a role of that name: who may assume it, what it may do."""
+
     arn: str
-    policy: dict | None  # its one inline policy document; None when it has none
+    trust_policy: dict
+    policy: dict | None  # the inline policy promote writes; None when it has none
+    other_policies: tuple[str, ...]  # names of inline policies promote did not write
+    attached_policies: tuple[str, ...]  # ARNs of managed policies (promote never attaches any)
+    tags: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -106,16 +112,29 @@ def _object_digest(s3, bucket: str, key: str) -> tuple[bool, str | None]:
     return True, head.get("Metadata", {}).get("sha256")
 
 
+def listed(client, operation: str, key: str, **params) -> list:
+    """Every item of a paginated list call, across all its pages."""
+    return [item for page in client.get_paginator(operation).paginate(**params) for item in page[key]]
+
+
 def _role(iam, name: str) -> ObservedRole | None:
     try:
-        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+        role = iam.get_role(RoleName=name)["Role"]
     except iam.exceptions.NoSuchEntityException:
         return None
-    try:
-        policy = iam.get_role_policy(RoleName=name, PolicyName=inline_policy_name(name))["PolicyDocument"]
-    except iam.exceptions.NoSuchEntityException:
-        policy = None
-    return ObservedRole(arn, policy)
+    ours = inline_policy_name(name)
+    inline = listed(iam, "list_role_policies", "PolicyNames", RoleName=name)
+    policy = iam.get_role_policy(RoleName=name, PolicyName=ours)["PolicyDocument"] if ours in inline else None
+    attached = listed(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name)
+    tags = listed(iam, "list_role_tags", "Tags", RoleName=name)
+    return ObservedRole(
+        arn=role["Arn"],
+        trust_policy=role["AssumeRolePolicyDocument"],
+        policy=policy,
+        other_policies=tuple(sorted(set(inline) - {ours})),
+        attached_policies=tuple(sorted(p["PolicyArn"] for p in attached)),
+        tags={tag["Key"]: tag["Value"] for tag in tags},
+    )
 
 
 def _endpoint(sagemaker, names: ResourceNames, variant_name: str) -> ObservedEndpoint | None:
@@ -142,7 +161,7 @@ def _scaling(client, target: str) -> ObservedScaling | None:
     )["ScalableTargets"]
     if not found:
         return None
-    policies = client.describe_scaling_policies(**key)["ScalingPolicies"]
+    policies = listed(client, "describe_scaling_policies", "ScalingPolicies", **key)
     return ObservedScaling(
         found[0]["MinCapacity"],
         found[0]["MaxCapacity"],
@@ -150,11 +169,10 @@ def _scaling(client, target: str) -> ObservedScaling | None:
     )
 
 
-def _log_group(logs, name: str) -> tuple[bool, int | None]:
-    for group in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]:
-        if group["logGroupName"] == name:
-            return True, group.get("retentionInDays")
-    return False, None
+def log_group(logs, name: str) -> dict | None:
+    """The group named exactly ``name``: the prefix also matches longer names, on as many pages as they fill."""
+    groups = listed(logs, "describe_log_groups", "logGroups", logGroupNamePrefix=name)
+    return next((group for group in groups if group["logGroupName"] == name), None)
 
 
 def _function(lam, name: str) -> ObservedFunction | None:
@@ -196,7 +214,7 @@ def observe(calls, deploy, names: ResourceNames) -> Observed:
     object_exists, object_sha256 = (
         _object_digest(s3, names.bucket, names.key) if bucket_exists else (False, None)
     )
-    log_group_exists, retention = _log_group(calls.client("logs"), names.log_group)
+    group = log_group(calls.client("logs"), names.log_group)
     function = _function(lam, names.function)
     alias_version = _alias_version(lam, names.function, names.alias) if function else None
     wants_provisioned = deploy.function.provisioned_concurrency > 0 and alias_version is not None
@@ -216,8 +234,8 @@ def observe(calls, deploy, names: ResourceNames) -> Observed:
         ),
         endpoint=_endpoint(sagemaker, names, deploy.variant_name),
         scaling=_scaling(calls.client("application-autoscaling"), names.scaling_target),
-        log_group_exists=log_group_exists,
-        log_group_retention_days=retention,
+        log_group_exists=group is not None,
+        log_group_retention_days=None if group is None else group.get("retentionInDays"),
         function=function,
         alias_version=alias_version,
         provisioned_concurrency=_provisioned(lam, names.function, names.alias) if wants_provisioned else None,

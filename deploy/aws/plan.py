@@ -16,8 +16,9 @@ from deploy.aws import iam
 from deploy.aws.names import resource_names, resource_tags
 from deploy.aws.observe import Observed
 from deploy.aws.plan_lambda import alias_step, function_step, log_group_step, provisioned_step
+from deploy.aws.plan_roles import role_arn, role_step
 from deploy.aws.plan_sagemaker import endpoint_step, model_steps, scaling_steps, storage_steps
-from deploy.aws.steps import UNCHANGED, Artifacts, Step, role_arn, role_step
+from deploy.aws.steps import UNCHANGED, Artifacts, Step
 
 
 @dataclass(frozen=True)
@@ -41,27 +42,21 @@ def plan_deployment(deploy, run_id: str, artifacts: Artifacts, seen: Observed) -
     names = resource_names(deploy, run_id, artifacts.image_uri, artifacts.environment)
     tags = resource_tags(deploy, run_id)
     steps = storage_steps(deploy, names, artifacts, tags, seen)
+    region, account = deploy.region, seen.account
     if names.sagemaker_role:
         policy = iam.sagemaker_policy(
-            deploy.region,
-            seen.account,
-            deploy.endpoint_name,
-            deploy.bucket,
-            deploy.prefix,
-            artifacts.image_uri,
+            region, account, deploy.endpoint_name, names.bucket, names.key, artifacts.image_uri
         )
-        steps.append(
-            role_step("sagemaker-role", names.sagemaker_role, "sagemaker.amazonaws.com", policy, tags, seen)
-        )
+        trust = iam.sagemaker_trust_policy(region, account)
+        steps.append(role_step("sagemaker-role", names.sagemaker_role, trust, policy, tags, deploy, seen))
     model_role = deploy.execution_role_arn or role_arn(names.sagemaker_role, seen)
     steps += model_steps(deploy, names, artifacts, model_role, tags, seen)
     endpoint, stepped_aside = endpoint_step(deploy, names, tags, seen)
     steps += [endpoint, *scaling_steps(deploy, names, tags, seen, stepped_aside)]
     steps.append(log_group_step(deploy, names, tags, seen))
-    lambda_policy = iam.lambda_policy(deploy.region, seen.account, deploy.endpoint_name, names.function)
-    steps.append(
-        role_step("lambda-role", names.lambda_role, "lambda.amazonaws.com", lambda_policy, tags, seen)
-    )
+    lambda_policy = iam.lambda_policy(region, account, deploy.endpoint_name, names.function)
+    lambda_trust = iam.lambda_trust_policy(region, account, names.function)
+    steps.append(role_step("lambda-role", names.lambda_role, lambda_trust, lambda_policy, tags, deploy, seen))
     function, changed = function_step(deploy, names, artifacts, role_arn(names.lambda_role, seen), tags, seen)
     steps += [function, alias_step(names, changed, seen), *provisioned_step(deploy, names, seen)]
     return DeploymentPlan(

@@ -1,16 +1,12 @@
 """The vocabulary of a deployment plan: steps made of exact AWS requests, as plain JSON-able values.
 
 A step names one resource (``identity``: the request keys AWS knows it by), what will happen to it and
-why, and the calls that make it so. The role step lives here because both sides of a deployment
-(SageMaker's role, the Lambda's role) plan theirs the same way.
+why, and the calls that make it so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from deploy.aws import iam
-from deploy.aws.observe import Observed
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
 # Creation order of the kinds of step; teardown deletes in the reverse order.
@@ -66,20 +62,3 @@ class Artifacts:
 
 def step(kind: str, name: str, action: str, reason: str, identity: dict, *calls: Call) -> Step:
     return Step(kind, name, action, reason, identity, calls)
-
-
-def role_step(kind: str, name: str, service: str, policy: dict, tags: dict, seen: Observed) -> Step:
-    identity = {"RoleName": name}
-    put = Call("iam", "put_role_policy", iam.put_policy_request(name, policy))
-    found = seen.roles.get(name)
-    if found is None:
-        create = Call("iam", "create_role", iam.create_role_request(name, service, tags))
-        return step(kind, name, CREATE, "absent", identity, create, put)
-    if found.policy != policy:
-        return step(kind, name, UPDATE, "inline policy differs", identity, put)
-    return step(kind, name, UNCHANGED, "same inline policy", identity)
-
-
-def role_arn(name: str, seen: Observed) -> str:
-    found = seen.roles.get(name)
-    return found.arn if found else iam.role_arn(seen.account, name)

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from deploy.aws import autoscaling
 from deploy.aws.names import ENDPOINT_TAG, PROJECT_TAG, is_ours
-from deploy.aws.observe import sagemaker_describe
+from deploy.aws.observe import listed, log_group, sagemaker_describe
 from deploy.aws.steps import CREATE, KINDS
 
 GOES_WITH_FUNCTION = ("lambda-alias", "provisioned-concurrency")
@@ -48,7 +48,9 @@ def _pairs(tags: list[dict]) -> dict[str, str]:
 
 def _sagemaker_tags(sagemaker, describe: str, arn_key: str, identity: dict) -> dict | None:
     found = sagemaker_describe(getattr(sagemaker, describe), **identity)
-    return None if found is None else _pairs(sagemaker.list_tags(ResourceArn=found[arn_key])["Tags"])
+    if found is None:
+        return None
+    return _pairs(listed(sagemaker, "list_tags", "Tags", ResourceArn=found[arn_key]))
 
 
 def _endpoint_tags(client_for, resource_id: str, deploy) -> dict:
@@ -81,7 +83,7 @@ def _policy_tags(client_for, identity: dict, deploy) -> dict | None:
 def _role_tags(client_for, identity: dict, deploy) -> dict | None:
     iam = client_for("iam")
     try:
-        return _pairs(iam.list_role_tags(**identity)["Tags"])
+        return _pairs(listed(iam, "list_role_tags", "Tags", **identity))
     except iam.exceptions.NoSuchEntityException:
         return None
 
@@ -96,11 +98,10 @@ def _function_tags(client_for, identity: dict, deploy) -> dict | None:
 
 def _log_group_tags(client_for, identity: dict, deploy) -> dict | None:
     logs = client_for("logs")
-    name = identity["logGroupName"]
-    for group in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]:
-        if group["logGroupName"] == name:
-            return logs.list_tags_for_resource(resourceArn=group["arn"].removesuffix(":*"))["tags"]
-    return None
+    group = log_group(logs, identity["logGroupName"])
+    if group is None:
+        return None
+    return logs.list_tags_for_resource(resourceArn=group["arn"].removesuffix(":*"))["tags"]
 
 
 def _object_tags(client_for, identity: dict, deploy) -> dict | None:
@@ -114,9 +115,15 @@ def _object_tags(client_for, identity: dict, deploy) -> dict | None:
 
 
 def _delete_role(client_for, identity: dict) -> None:
-    """Inline policies first: IAM refuses to delete a role that still has any."""
+    """Policies first, on every page: IAM refuses to delete a role that still has any.
+
+    The role is ours (created by a recorded promote, tagged so); a managed policy someone attached since
+    is only detached, the policy itself is left to its owner.
+    """
     iam = client_for("iam")
-    for name in iam.list_role_policies(**identity)["PolicyNames"]:
+    for attached in listed(iam, "list_attached_role_policies", "AttachedPolicies", **identity):
+        iam.detach_role_policy(**identity, PolicyArn=attached["PolicyArn"])
+    for name in listed(iam, "list_role_policies", "PolicyNames", **identity):
         iam.delete_role_policy(**identity, PolicyName=name)
     iam.delete_role(**identity)
 

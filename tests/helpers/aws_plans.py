@@ -63,8 +63,15 @@ def observed_after(plan: DeploymentPlan, deploy) -> Observed:
     roles = {}
     for kind in ("sagemaker-role", "lambda-role"):
         name = plan.step(kind).name
-        document = json.loads(calls_of(plan, kind)["put_role_policy"]["PolicyDocument"])
-        roles[name] = ObservedRole(iam.role_arn(ACCOUNT, name), document)
+        role = calls_of(plan, kind)["create_role"]
+        roles[name] = ObservedRole(
+            arn=iam.role_arn(ACCOUNT, name),
+            trust_policy=json.loads(role["AssumeRolePolicyDocument"]),
+            policy=json.loads(calls_of(plan, kind)["put_role_policy"]["PolicyDocument"]),
+            other_policies=(),
+            attached_policies=(),
+            tags={tag["Key"]: tag["Value"] for tag in role["Tags"]},
+        )
     return Observed(
         account=ACCOUNT,
         bucket_exists=True,
