@@ -122,8 +122,7 @@ def sagemaker_plan(cfg: DictConfig, run_id: str, tarball: Path):
 
 def apply_and_record(client: MlflowClient, registration: registry.Registration, plan, deploy, echo) -> dict:
     """Apply the plan, then record it with the model version, also when it stopped half way."""
-    from deploy import records
-    from deploy.aws import lambda_function
+    from deploy.aws import lambda_function, records
     from deploy.aws.apply import ApplyFailed, apply_plan
     from deploy.aws.calls import AwsCalls
 

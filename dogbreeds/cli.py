@@ -110,8 +110,8 @@ def cmd_teardown(args) -> None:
     from mlflow import MlflowClient
 
     from deploy.aws.calls import AwsCalls
+    from deploy.aws.records import load_records
     from deploy.aws.teardown import teardown
-    from deploy.records import load_records
     from lightning_app.tracking import resolve_tracking_uri
 
     deploy = cfg.deploy

@@ -33,8 +33,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from experiments import progress, study_setup, sweep_tracking
-from experiments.objective import StaleTrialHandler, TrialObjective
 from experiments.search_space import SearchParam, parse_space
+from experiments.trial import StaleTrialHandler, TrialObjective
 from lightning_app import tracking
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

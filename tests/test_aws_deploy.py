@@ -22,8 +22,7 @@ from helpers.aws_plans import ARTIFACTS, CANARY_WITH_ROLLBACK, NOTHING, RUN_ID, 
 from mlflow import MlflowClient
 
 from conf.loader import ConfigError, load_config
-from deploy import records
-from deploy.aws import iam, lambda_function
+from deploy.aws import iam, lambda_function, records
 from deploy.aws.apply import ApplyFailed, apply_plan, execute, package_artifacts
 from deploy.aws.calls import AwsCalls, AwsDeployError
 from deploy.aws.names import resource_names

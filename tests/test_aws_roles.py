@@ -16,8 +16,7 @@ import pytest
 from helpers.aws_plans import RUN_ID
 
 from conf.loader import load_config
-from deploy import records
-from deploy.aws import iam, lambda_function
+from deploy.aws import iam, lambda_function, records
 from deploy.aws.apply import apply_plan, package_artifacts
 from deploy.aws.calls import AwsCalls, AwsDeployError
 from deploy.aws.names import resource_names, resource_tags
