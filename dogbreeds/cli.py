@@ -253,9 +253,10 @@ def parse_args(argv: list[str] | None):
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     flags = [arg for arg in rest if arg.startswith("-")]
-    if flags or not hasattr(args, "overrides"):
+    if flags or (rest and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(flags or rest)}")
-    args.overrides = [*args.overrides, *rest]
+    if rest:
+        args.overrides = [*args.overrides, *rest]
     return args
 
 

@@ -75,6 +75,14 @@ def slow_endpoint(served_package):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def stalled_endpoint(served_package):
+    """Its own endpoint (a request left waiting in ``slow_endpoint``'s batch would speed up the next one)."""
+    server = start_in_thread(served_package, serve_cfg("serve.max_wait_ms=8000"))
+    yield server
+    server.stop()
+
+
 def post_to_container(endpoint, body: bytes) -> tuple[int, dict]:
     """What the container route answers for ``body`` sent as the handler sends images."""
     request = urllib.request.Request(
@@ -364,9 +372,9 @@ class LambdaContext:
         (3.0, "no time left to call the model endpoint; try again"),  # not even one attempt fits: no call
     ],
 )
-def test_timeouts_follow_the_time_the_function_has_left(env, slow_endpoint, function_s, answer):
-    """The slow endpoint takes 3 s; the configured 20 s read timeout x 2 attempts would outlive the function."""
-    env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", slow_endpoint.url)
+def test_timeouts_follow_the_time_the_function_has_left(env, stalled_endpoint, function_s, answer):
+    """The endpoint takes 8 s; the configured 20 s read timeout x 2 attempts would outlive the function."""
+    env.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", stalled_endpoint.url)
     env.setenv("AWS_ACCESS_KEY_ID", "testing")
     env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     env.setenv("AWS_DEFAULT_REGION", "us-east-1")
