@@ -90,12 +90,15 @@ class DeployConfig:
     """``dogbreeds promote``: which run, the promotion gate, and where it is deployed."""
 
     target: DeployTarget = DeployTarget.local
-    # The run to promote; null: the best finished run of experiment_name by the objective
-    # (sweep.metric / sweep.direction).
+    # The run to promote; null: the best finished trial of `sweep` by the objective
+    # (sweep.metric / sweep.direction). Plain `train` runs promote only when named here.
     run_id: str | None = None
+    # The study whose trials are candidates; null: the latest sweep of experiment_name.
+    sweep: str | None = None
     registered_model: str = "dogbreeds"  # MLflow Model Registry name (aliases champion / previous)
     # Gate: the package, loaded by the serving code, must reproduce the run's val accuracy at the
-    # epoch of its best checkpoint within this.
+    # epoch of its best checkpoint within this, and score no worse than @champion's package (on the
+    # same validation split) by more than this; `promote --force` overrides the second check.
     gate_tolerance: float = 0.02
     endpoint_name: str = "dogbreeds"
     local_port: int = 8080
