@@ -117,13 +117,14 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
 
 def sagemaker_plan(cfg: DictConfig, run_id: str, tarball: Path):
     """Observe AWS (or with ``deploy.assume_absent`` assume nothing exists) and plan the deployment."""
-    from deploy.aws import observe, sagemaker_endpoint
+    from deploy.aws import observe, sagemaker_endpoint, security
     from deploy.aws.apply import package_artifacts
     from deploy.aws.calls import AwsCalls
     from deploy.aws.names import resource_names
     from deploy.aws.plan import plan_deployment
 
     deploy = cfg.deploy
+    security.refuse_url_fetch_when_isolated(deploy, cfg.serve)
     artifacts = package_artifacts(
         tarball, sagemaker_endpoint.inference_image_uri(deploy), serving_environment(tarball, cfg.serve)
     )
