@@ -59,10 +59,13 @@ def champion_package(client: MlflowClient, version, dest: Path) -> Path:
     return dest
 
 
-def score_champion(client: MlflowClient, model_name: str, samples, workdir: Path) -> ChampionScore | None:
-    """The current champion's val accuracy on ``samples``; None when there is no champion yet."""
+def score_champion(
+    client: MlflowClient, model_name: str, samples, workdir: Path, candidate_run_id: str
+) -> ChampionScore | None:
+    """The current champion's val accuracy on ``samples``; None when there is no champion yet, or when
+    the candidate is the champion's own run (re-promoting it: nothing to compare with)."""
     version = registry.champion_version(client, model_name)
-    if version is None:
+    if version is None or version.run_id == candidate_run_id:
         return None
     tarball = champion_package(client, version, workdir / version.run_id / "model.tar.gz")
     return ChampionScore(
@@ -77,7 +80,7 @@ def is_worse(candidate: gate.GateResult, champion: ChampionScore | None) -> bool
 def compare(candidate: gate.GateResult, champion: ChampionScore | None, force: bool) -> str:
     """A line saying how the candidate compares; raises ``WorseThanChampion`` unless ``force``."""
     if champion is None:
-        return "no @champion yet: nothing to compare with"
+        return "no other @champion to compare with"
     against = (
         f"candidate val_acc={candidate.reproduced:.4f} vs @champion (version {champion.version}, "
         f"run {champion.run_id}) val_acc={champion.val_acc:.4f} on the same {candidate.images} "

@@ -73,9 +73,7 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
         f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "
         f"on {result.images} validation images (tolerance {result.tolerance})"
     )
-    current = champion.score_champion(client, deploy.registered_model, samples, workdir)
-    if current is not None and current.run_id == choice.run_id:
-        current = None  # re-promoting the champion itself: nothing to compare with
+    current = champion.score_champion(client, deploy.registered_model, samples, workdir, choice.run_id)
     echo(champion.compare(result, current, force))
     promoted = PromoteResult(choice.run_id, choice.reason, result, current, None, tarball)
     plan = None

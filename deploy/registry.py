@@ -55,6 +55,10 @@ def select_run(
     if experiment is None:
         raise RunSelectionError(f"no MLflow experiment named {experiment_name!r}: train or sweep first")
     study = sweep or latest_sweep(client, experiment.experiment_id, experiment_name)
+    if "'" in study or "\\" in study:
+        raise RunSelectionError(
+            f"deploy.sweep={study!r}: a study name with quotes or backslashes cannot be searched"
+        )
     runs = [
         run
         for run in client.search_runs(

@@ -206,6 +206,8 @@ def test_run_selection_takes_a_sweeps_best_trial_and_explains_itself(tmp_path):
         registry.select_run(client, "pick", by_acc, sweep="nope")
     with pytest.raises(registry.RunSelectionError, match="that logged 'val_loss'.*the latest sweep"):
         registry.select_run(client, "pick", Objective("val_loss", Direction.minimize))
+    with pytest.raises(registry.RunSelectionError, match="quotes or backslashes"):
+        registry.select_run(client, "pick", by_acc, sweep="it's")
     with pytest.raises(registry.RunSelectionError, match="not found"):
         registry.select_run(client, "pick", by_acc, run_id="0" * 32)
 
