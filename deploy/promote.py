@@ -2,9 +2,9 @@
 
 Two gates run before the registry is touched: the package must reproduce its run (``deploy.gate``), and
 it must not score worse than the current ``@champion`` on the same split (``deploy.champion``) unless
-``force``; a package that fails either must not become ``champion``, even for a moment. Everything here is orchestration over the task modules
-(registry, packaging, gate, local endpoint, and for SageMaker: observe -> plan -> apply -> records),
-so each step is testable on its own.
+``force``; a package that fails either must not become ``champion``, even for a moment. Everything
+here is orchestration over the task modules (registry, packaging, gate, champion, local endpoint, and
+for SageMaker: observe -> plan -> apply -> records), so each step is testable on its own.
 """
 
 from __future__ import annotations
