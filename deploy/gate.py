@@ -64,10 +64,15 @@ def package_accuracy(tarball: Path, samples: list[tuple[Path, str]]) -> float:
     return correct / len(samples)
 
 
-def check(tarball: Path, data_cfg, recorded: float, tolerance: float) -> GateResult:
+def gate_samples(data_cfg) -> list[tuple[Path, str]]:
+    """The validation split every package of this promote is scored on; refuses an empty one."""
     samples = validation_samples(data_cfg)
     if not samples:
         raise PromotionRefused(f"no validation images under {data_cfg.root}/valid to gate the promotion on")
+    return samples
+
+
+def check(tarball: Path, samples: list[tuple[Path, str]], recorded: float, tolerance: float) -> GateResult:
     result = GateResult(recorded, package_accuracy(tarball, samples), len(samples), tolerance)
     if not result.passed:
         raise PromotionRefused(

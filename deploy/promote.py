@@ -1,9 +1,10 @@
-"""``dogbreeds promote``: best run -> promotion gate -> registry alias -> local or SageMaker deployment.
+"""``dogbreeds promote``: best sweep trial -> gates -> registry alias -> local or SageMaker deployment.
 
-The gate runs before the registry is touched: a package that does not reproduce its run must not
-become ``champion``, even for a moment. Everything here is orchestration over the task modules
-(registry, packaging, gate, local endpoint, and for SageMaker: observe -> plan -> apply -> records),
-so each step is testable on its own.
+Two gates run before the registry is touched: the package must reproduce its run (``deploy.gate``), and
+it must not score worse than the current ``@champion`` on the same split (``deploy.champion``) unless
+``force``; a package that fails either must not become ``champion``, even for a moment. Everything
+here is orchestration over the task modules (registry, packaging, gate, champion, local endpoint, and
+for SageMaker: observe -> plan -> apply -> records), so each step is testable on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 
 from conf.loader import ConfigError
 from conf.schema.choices import DeployTarget
-from deploy import gate, registry
+from deploy import champion, gate, registry
 from deploy.local_endpoint import background
 from deploy.packaging.builder import build_package, unpack
 from lightning_app.objective import Objective
@@ -29,6 +30,7 @@ class PromoteResult:
     run_id: str
     reason: str
     gate: gate.GateResult
+    champion: champion.ChampionScore | None
     registration: registry.Registration | None
     tarball: Path
     deployment: dict = field(default_factory=dict)
@@ -43,8 +45,11 @@ def serving_environment(tarball: Path, serve_cfg) -> dict[str, str]:
         return serving_settings(serving, serve_cfg).to_env()
 
 
-def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult:
-    """Gate, then (SageMaker) plan, then register @champion, then deploy and record what was deployed.
+def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=print) -> PromoteResult:
+    """Gates, then (SageMaker) plan, then register @champion, then deploy and record what was deployed.
+
+    ``force`` promotes a candidate that scores worse than the current champion (a deliberate rollback
+    to a smaller model, say); the version's ``dogbreeds.gate.forced`` tag says so.
 
     The plan comes before the registry so a config or credentials problem stops the promote while the
     old champion is still champion; ``dry_run`` stops after printing the plan and touches no registry.
@@ -55,18 +60,22 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
             "deploy.assume_absent=true plans as if nothing existed in AWS: use it with --dry-run only"
         )
     client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri))
-    choice = registry.select_run(client, cfg.experiment_name, objective, deploy.run_id)
+    choice = registry.select_run(client, cfg.experiment_name, objective, deploy.run_id, deploy.sweep)
     echo(f"promoting {choice.reason}")
 
-    tarball = Path(cfg.output_dir) / "promote" / choice.run_id / "model.tar.gz"
+    workdir = Path(cfg.output_dir) / "promote"
+    tarball = workdir / choice.run_id / "model.tar.gz"
     build_package(choice.run_id, tarball, client.tracking_uri, model_version=choice.run_id)
     recorded = registry.recorded_at_best_epoch(client, choice.run_id, objective, "val_acc")
-    result = gate.check(tarball, cfg.data, recorded, deploy.gate_tolerance)
+    samples = gate.gate_samples(cfg.data)
+    result = gate.check(tarball, samples, recorded, deploy.gate_tolerance)
     echo(
         f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "
         f"on {result.images} validation images (tolerance {result.tolerance})"
     )
-    promoted = PromoteResult(choice.run_id, choice.reason, result, None, tarball)
+    current = champion.score_champion(client, deploy.registered_model, samples, workdir, choice.run_id)
+    echo(champion.compare(result, current, force))
+    promoted = PromoteResult(choice.run_id, choice.reason, result, current, None, tarball)
     plan = None
     if deploy.target == DeployTarget.sagemaker:
         from deploy.aws.plan import format_plan
@@ -84,6 +93,10 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
     promoted.registration = registration = registry.register_champion(
         client, deploy.registered_model, choice.run_id
     )
+    sha256 = champion.package_sha256(tarball)
+    tags = champion.gate_tags(result, current, sha256, forced=champion.is_worse(result, current))
+    attached = champion.attach_package(client, registration.name, registration.version, tarball, sha256, tags)
+    echo(f"attached {attached} and the gate's figures to version {registration.version}")
     echo(
         f"registered {registration.name} version {registration.version} as @{registry.CHAMPION}"
         + (
@@ -102,13 +115,14 @@ def promote(cfg: DictConfig, dry_run: bool = False, echo=print) -> PromoteResult
 
 def sagemaker_plan(cfg: DictConfig, run_id: str, tarball: Path):
     """Observe AWS (or with ``deploy.assume_absent`` assume nothing exists) and plan the deployment."""
-    from deploy.aws import observe, sagemaker_endpoint
+    from deploy.aws import observe, sagemaker_endpoint, security
     from deploy.aws.apply import package_artifacts
     from deploy.aws.calls import AwsCalls
     from deploy.aws.names import resource_names
     from deploy.aws.plan import plan_deployment
 
     deploy = cfg.deploy
+    security.refuse_url_fetch_when_isolated(deploy, cfg.serve)
     artifacts = package_artifacts(
         tarball, sagemaker_endpoint.inference_image_uri(deploy), serving_environment(tarball, cfg.serve)
     )
@@ -156,6 +170,8 @@ def summary(result: PromoteResult) -> str:
     if result.registration:
         lines.append(f"registry:   {result.registration.name} v{result.registration.version} @champion")
     lines.append(f"gate:       val_acc {result.gate.reproduced:.4f} (recorded {result.gate.recorded:.4f})")
+    if result.champion:
+        lines.append(f"champion:   was v{result.champion.version} at val_acc {result.champion.val_acc:.4f}")
     lines.append(f"package:    {result.tarball}")
     shown = {k: v for k, v in result.deployment.items() if k not in ("run_id", "package")}  # said above
     lines += [f"{key + ':':<11} {value}" for key, value in shown.items()]

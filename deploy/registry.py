@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from conf.errors import DogbreedsError
+from experiments.sweep_tracking import ROLE_TAG, STUDY_TAG
 from lightning_app.objective import Objective
 from lightning_app.tracking import MODEL_ARTIFACT
 
@@ -30,8 +31,14 @@ class RunChoice:
     reason: str
 
 
-def select_run(client: MlflowClient, experiment_name: str, objective: Objective, run_id=None) -> RunChoice:
-    """The explicit ``run_id``, else the best FINISHED run of the experiment by the objective."""
+def select_run(
+    client: MlflowClient, experiment_name: str, objective: Objective, run_id=None, sweep=None
+) -> RunChoice:
+    """The explicit ``run_id``, else the best FINISHED trial of ``sweep`` (the latest sweep when None).
+
+    Only sweep trials are candidates: a stray ``train`` run (a quick try, a debugging run) is never
+    promoted by accident; promote it with ``deploy.run_id`` when that is what you mean.
+    """
     metric = objective.metric
     if run_id:
         try:
@@ -47,18 +54,28 @@ def select_run(client: MlflowClient, experiment_name: str, objective: Objective,
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         raise RunSelectionError(f"no MLflow experiment named {experiment_name!r}: train or sweep first")
+    study = sweep or latest_sweep(client, experiment.experiment_id, experiment_name)
+    if "'" in study or "\\" in study:
+        raise RunSelectionError(
+            f"deploy.sweep={study!r}: a study name with quotes or backslashes cannot be searched"
+        )
     runs = [
         run
         for run in client.search_runs(
             [experiment.experiment_id],
-            filter_string="attributes.status = 'FINISHED'",
+            filter_string=f"attributes.status = 'FINISHED' and tags.`{STUDY_TAG}` = '{study}' "
+            f"and tags.`{ROLE_TAG}` = 'trial'",
             order_by=[f"metrics.`{metric}` {objective.mlflow_order}"],
             max_results=1000,
         )
         if metric in run.data.metrics
     ]
     if not runs:
-        raise RunSelectionError(f"no FINISHED run in experiment {experiment_name!r} logged {metric!r}")
+        raise RunSelectionError(
+            f"sweep {study!r} in experiment {experiment_name!r} has no FINISHED trial that logged {metric!r}"
+            + ("" if sweep else " (the latest sweep; choose another with deploy.sweep=STUDY)")
+            + ", or promote a run with deploy.run_id=RUN_ID"
+        )
     best = runs[0]
     value = best.data.metrics[metric]
     name = best.data.tags.get("mlflow.runName", "")
@@ -66,8 +83,32 @@ def select_run(client: MlflowClient, experiment_name: str, objective: Objective,
         best.info.run_id,
         value,
         f"run {best.info.run_id} ({name}): {metric}={value:.4f}, the {objective.best_word} "
-        f"of {len(runs)} finished runs in experiment {experiment_name!r}",
+        f"of {len(runs)} finished trials of sweep {study!r} in experiment {experiment_name!r}",
     )
+
+
+def latest_sweep(client: MlflowClient, experiment_id: str, experiment_name: str) -> str:
+    """The study of the most recently started sweep parent run of the experiment."""
+    parents = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{ROLE_TAG}` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not parents:
+        raise RunSelectionError(
+            f"no sweep in experiment {experiment_name!r}: run dogbreeds sweep, "
+            "or promote a run with deploy.run_id=RUN_ID"
+        )
+    return parents[0].data.tags[STUDY_TAG]
+
+
+def champion_version(client: MlflowClient, name: str):
+    """The model version ``@champion`` points at, or None before the first promote."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
 
 
 def recorded_at_best_epoch(client: MlflowClient, run_id: str, objective: Objective, metric: str) -> float:

@@ -92,7 +92,7 @@ def cmd_serve(args) -> None:
 def cmd_promote(args) -> None:
     from deploy.promote import promote, summary
 
-    print(summary(promote(load_config(args.overrides), dry_run=args.dry_run)))
+    print(summary(promote(load_config(args.overrides), dry_run=args.dry_run, force=args.force)))
 
 
 def cmd_teardown(args) -> None:
@@ -197,12 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. serve.port=8081")
     serve.set_defaults(func=cmd_serve)
 
-    promote = verbs.add_parser("promote", help="gate the best run, register it @champion, deploy it")
+    promote = verbs.add_parser(
+        "promote", help="gate the best sweep trial against @champion, register it @champion, deploy it"
+    )
     promote.add_argument(
         "--dry-run",
         action="store_true",
         help="print the deployment plan (create/update/unchanged per resource), change nothing; "
         "with deploy.assume_absent=true no AWS credentials are needed",
+    )
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even when the candidate scores worse than @champion (tagged forced on the version)",
     )
     promote.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker deploy.bucket=b"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conf.loader import load_config
+from deploy.champion import WorseThanChampion
 from deploy.invoke import event_for, format_predictions, invoke_local, parse_response
 from deploy.local_endpoint import background
 from deploy.promote import promote, summary
@@ -28,8 +29,17 @@ def main() -> None:
         print(f"generated {sum(counts.values())} sample images in {DATA}/")
     cfg = load_config([*DEMO_OVERRIDES, "sweep=demo", "deploy=local"])
     sweep = run_sweep(cfg)
-    promoted = promote(cfg)
-    print(summary(promoted))
+    cfg.deploy.sweep = sweep.study_name  # this run's sweep: its best trial is the candidate
+    try:
+        promoted = promote(cfg)
+        print(summary(promoted))
+        served = f"run {promoted.run_id} (promoted)"
+    except WorseThanChampion as refused:
+        # A re-run of the demo whose new sweep did worse: the champion keeps serving, as it should.
+        kept = refused.champion
+        print(f"\nnot promoted: {refused}")
+        background.start(kept.tarball, cfg.deploy, cfg.output_dir, kept.run_id)
+        served = f"run {kept.run_id} (@champion, version {kept.version}: kept)"
     # One validation image through the Lambda handler (run locally) -> local endpoint -> serving code.
     image = sorted((DATA / "valid").glob("*/*"))[0]
     state = background.read_state(cfg.output_dir)
@@ -41,7 +51,7 @@ def main() -> None:
     print(
         f"sweep:            {sweep.study_name}, best {cfg.sweep.metric}={sweep.best_value:.3f} (run {sweep.best_run_id})"
     )
-    print(f"promoted:         run {promoted.run_id} -> local endpoint (stopped again after this request)")
+    print(f"served:           {served} -> local endpoint (stopped again after this request)")
     print(f"image:            {image} (true breed: {class_name(image.parent.name)})")
     print("prediction:\n" + format_predictions(body))
     print("look at it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (http://127.0.0.1:5000)")

@@ -238,6 +238,7 @@ def test_dry_run_plans_without_credentials_when_told_to_assume_nothing_exists(
     no_aws_credentials(monkeypatch, tmp_path)
     args = [*trained_run.overrides, f"tracking_uri={trained_run.tracking_uri}", f"output_dir={tmp_path}"]
     args += ["deploy=sagemaker", "deploy.bucket=b", "deploy.endpoint_name=dogs-dry"]
+    args += [f"deploy.run_id={trained_run.result.run_id}"]
     assert main(["promote", "--dry-run", *args]) == 2  # without assume_absent the plan reads AWS
     assert "cannot use AWS credentials" in capsys.readouterr().err
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import boto3
 import mlflow
@@ -12,6 +11,7 @@ import torch
 from helpers.images import b64
 from helpers.lambda_events import function_url, http_v2, rest_v1
 from helpers.servers import free_port
+from helpers.tracking_store import copy_tracking_store
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -22,6 +22,7 @@ from deploy.gate import PromotionRefused
 from deploy.invoke import event_for, invoke_local, parse_response
 from deploy.local_endpoint import background
 from deploy.promote import promote
+from experiments import sweep_tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import eval_transform
 from lightning_app.module import BreedClassifier
@@ -52,18 +53,6 @@ def correctly_classified_image(data_cfg, checkpoint: str, recorded_val_acc: floa
     )
 
 
-def copy_tracking_store(tracking_uri: str, folder) -> str:
-    """The run's SQLite store copied (artifacts stay shared, read-only): a registry of this test's own."""
-    copy = folder / "mlflow.db"
-    source, target = sqlite3.connect(tracking_uri.removeprefix("sqlite:///")), sqlite3.connect(copy)
-    try:
-        source.backup(target)
-    finally:
-        source.close()
-        target.close()
-    return f"sqlite:///{copy}"
-
-
 @pytest.mark.slow
 def test_promote_local_then_invoke_returns_the_right_breed(trained_run, tmp_path, moto_endpoint):
     """The session's trained run, promoted from a copy of its tracking store (registering writes to it)."""
@@ -74,6 +63,7 @@ def test_promote_local_then_invoke_returns_the_right_breed(trained_run, tmp_path
         f"output_dir={tmp_path / 'outputs'}",
         f"deploy.local_port={free_port()}",
         "deploy.endpoint_name=dogs-e2e",
+        f"deploy.run_id={result.run_id}",  # a train run, not a sweep trial: promoted only when named
     ]
     cfg = load_config(overrides)
     client = MlflowClient(cfg.tracking_uri)
@@ -174,37 +164,61 @@ def test_registry_moves_champion_and_keeps_previous(tmp_path):
     assert client.get_model_version_by_alias("dogs", "previous").run_id == run_ids[0]
 
 
-def test_run_selection_explains_itself_and_refuses_bad_requests(tmp_path):
+def sweep_with_trials(client, experiment: str, study: str, values: dict[str, list[float]]) -> list[str]:
+    """A sweep's MLflow side as ``dogbreeds sweep`` leaves it: a parent run, FINISHED trial runs."""
+    parent = sweep_tracking.create_parent_run(client, experiment, study, {})
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    trials = []
+    for number in range(len(next(iter(values.values())))):
+        tags = sweep_tracking.trial_tags(parent, study, number)
+        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        for metric, series in values.items():
+            client.log_metric(run_id, metric, series[number])
+        client.set_terminated(run_id)
+        trials.append(run_id)
+    client.set_terminated(parent)
+    return trials
+
+
+def test_run_selection_takes_a_sweeps_best_trial_and_explains_itself(tmp_path):
     # The client API only: fluent set_experiment/set_tracking_uri would leak into later tests' runs.
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    by_acc = Objective("val_acc", Direction.maximize)
+    with pytest.raises(registry.RunSelectionError, match="no MLflow experiment named 'pick'"):
+        registry.select_run(client, "pick", by_acc)
     experiment_id = client.create_experiment("pick")
-    for value in (0.3, 0.9, 0.6):
-        run_id = client.create_run(experiment_id).info.run_id
-        client.log_metric(run_id, "val_acc", value)
-        client.set_terminated(run_id)
-    best = registry.select_run(client, "pick", Objective("val_acc", Direction.maximize))
-    assert best.value == 0.9 and "highest of 3 finished runs" in best.reason
+    stray = client.create_run(experiment_id).info.run_id  # a plain `train` run, better than any trial
+    client.log_metric(stray, "val_acc", 0.99)
+    client.set_terminated(stray)
+    with pytest.raises(registry.RunSelectionError, match="no sweep in experiment 'pick'.*deploy.run_id"):
+        registry.select_run(client, "pick", by_acc)
+
+    first = sweep_with_trials(client, "pick", "first", {"val_acc": [0.3, 0.95, 0.6]})
+    latest = sweep_with_trials(client, "pick", "latest", {"val_acc": [0.3, 0.9, 0.6]})
+    best = registry.select_run(client, "pick", by_acc)
+    assert best.run_id == latest[1] and "highest of 3 finished trials of sweep 'latest'" in best.reason
     lowest = registry.select_run(client, "pick", Objective("val_acc", Direction.minimize))
-    assert lowest.value == 0.3 and "lowest of 3 finished runs" in lowest.reason
-    with pytest.raises(registry.RunSelectionError, match="no MLflow experiment named 'nope'"):
-        registry.select_run(client, "nope", Objective("val_acc", Direction.maximize))
-    with pytest.raises(registry.RunSelectionError, match="logged 'val_loss'"):
+    assert lowest.run_id == latest[0] and "lowest of 3" in lowest.reason
+    assert registry.select_run(client, "pick", by_acc, sweep="first").run_id == first[1]
+    explicit = registry.select_run(client, "pick", by_acc, run_id=stray)
+    assert explicit.run_id == stray and "given explicitly" in explicit.reason
+    with pytest.raises(registry.RunSelectionError, match="sweep 'nope' in experiment 'pick' has no FINISHED"):
+        registry.select_run(client, "pick", by_acc, sweep="nope")
+    with pytest.raises(registry.RunSelectionError, match="that logged 'val_loss'.*the latest sweep"):
         registry.select_run(client, "pick", Objective("val_loss", Direction.minimize))
+    with pytest.raises(registry.RunSelectionError, match="quotes or backslashes"):
+        registry.select_run(client, "pick", by_acc, sweep="it's")
     with pytest.raises(registry.RunSelectionError, match="not found"):
-        registry.select_run(client, "pick", Objective("val_acc", Direction.maximize), run_id="0" * 32)
+        registry.select_run(client, "pick", by_acc, run_id="0" * 32)
 
 
 def test_promote_ranks_runs_by_the_project_objective(make_cfg, tmp_path):
     """``sweep.metric``/``sweep.direction`` is the objective promote picks by (there is no deploy.metric)."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment_id = client.create_experiment("objective")
-    for loss in (0.7, 0.2, 0.5):
-        run_id = client.create_run(experiment_id).info.run_id
-        client.log_metric(run_id, "val_loss", loss)
-        client.set_terminated(run_id)
+    trials = sweep_with_trials(client, "objective", "s", {"val_loss": [0.7, 0.2, 0.5]})
     cfg = make_cfg("sweep.metric=val_loss", "sweep.direction=minimize")
     choice = registry.select_run(client, "objective", Objective.of(cfg))
-    assert choice.value == 0.2 and "val_loss=0.2000, the lowest of 3" in choice.reason
+    assert choice.run_id == trials[1] and "val_loss=0.2000, the lowest of 3" in choice.reason
     assert "metric" not in cfg.deploy and "direction" not in cfg.deploy
 
 
@@ -238,7 +252,7 @@ def test_gate_refuses_when_no_validation_image_is_readable(make_cfg, tmp_path):
     (root / "valid" / "001.Akita" / "cut.jpg").write_bytes(b"\xff\xd8 not a whole jpeg")
     cfg = make_cfg(f"data.root={root}")
     with pytest.raises(PromotionRefused, match="no validation images"):
-        gate.check(tmp_path / "unused.tar.gz", cfg.data, 0.5, 0.02)
+        gate.gate_samples(cfg.data)
 
 
 def test_cli_verbs_explain_bad_requests(tmp_path, capsys):

@@ -86,16 +86,28 @@ class FunctionConfig:
 
 
 @dataclass
+class VpcConfig:
+    """The SageMaker Model's VpcConfig: both lists or neither (AWS: 1-16 subnets, 1-5 security groups).
+    The SageMaker role then gets the EC2 network-interface permissions SageMaker documents for VPCs."""
+
+    subnets: list[str] = field(default_factory=list)  # subnet-0123abcd...
+    security_group_ids: list[str] = field(default_factory=list)  # sg-0123abcd...
+
+
+@dataclass
 class DeployConfig:
     """``dogbreeds promote``: which run, the promotion gate, and where it is deployed."""
 
     target: DeployTarget = DeployTarget.local
-    # The run to promote; null: the best finished run of experiment_name by the objective
-    # (sweep.metric / sweep.direction).
+    # The run to promote; null: the best finished trial of `sweep` by the objective
+    # (sweep.metric / sweep.direction). Plain `train` runs promote only when named here.
     run_id: str | None = None
+    # The study whose trials are candidates; null: the latest sweep of experiment_name.
+    sweep: str | None = None
     registered_model: str = "dogbreeds"  # MLflow Model Registry name (aliases champion / previous)
     # Gate: the package, loaded by the serving code, must reproduce the run's val accuracy at the
-    # epoch of its best checkpoint within this.
+    # epoch of its best checkpoint within this, and score no worse than @champion's package (on the
+    # same validation split) by more than this; `promote --force` overrides the second check.
     gate_tolerance: float = 0.02
     endpoint_name: str = "dogbreeds"
     local_port: int = 8080
@@ -109,6 +121,13 @@ class DeployConfig:
     image_uri: str | None = None
     framework_version: str = "2.6"
     py_version: str = "py312"
+    # EnableNetworkIsolation on the SageMaker Model: the container makes no outbound calls (the Lambda
+    # fetches URLs), so serve.url_fetch.enabled=true is refused while this is on.
+    network_isolation: bool = True
+    vpc: VpcConfig = field(default_factory=VpcConfig)
+    endpoint_kms_key_id: str | None = None  # KmsKeyId of the EndpointConfig (the instances' volumes)
+    # SSE-KMS for the uploaded model.tar.gz: a key ARN (the SageMaker role gets kms:Decrypt on it).
+    s3_kms_key_arn: str | None = None
     # Role SageMaker assumes to pull the image and model; null: create a least-privilege one.
     execution_role_arn: str | None = None
     wait_timeout_s: int = 1800

@@ -94,8 +94,15 @@ def ecr_repository_arn(image_uri: str) -> str:
 
 
 def sagemaker_policy(
-    region: str, account: str, endpoint_name: str, bucket: str, key: str, image_uri: str
+    region: str,
+    account: str,
+    endpoint_name: str,
+    bucket: str,
+    key: str,
+    image_uri: str,
+    option_statements: list[dict] = (),
 ) -> dict:
+    """``option_statements``: what VPC and KMS options add (``security.role_statements``)."""
     log_group = f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker/Endpoints/{endpoint_name}"
     return {
         "Version": VERSION,
@@ -130,6 +137,7 @@ def sagemaker_policy(
                 "Resource": "*",
                 "Condition": {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/Endpoints"}},
             },
+            *option_statements,
         ],
     }
 

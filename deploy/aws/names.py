@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from conf.loader import ConfigError
-from deploy.aws import autoscaling, iam, lambda_function
+from deploy.aws import autoscaling, iam, lambda_function, security
 from deploy.aws.sagemaker_endpoint import resource_name
 
 PROJECT_TAG = "project"
@@ -82,6 +82,7 @@ def resource_names(deploy, run_id: str, image_uri: str, environment: dict[str, s
         image_uri,
         f"s3://{deploy.bucket}/{key}",
         json.dumps(environment, sort_keys=True),
+        json.dumps(security.model_fields(deploy), sort_keys=True),
     )
     function = lambda_function.function_name(deploy)
     return ResourceNames(
@@ -90,7 +91,12 @@ def resource_names(deploy, run_id: str, image_uri: str, environment: dict[str, s
         sagemaker_role=None if deploy.execution_role_arn else f"{deploy.endpoint_name}-sagemaker-role"[:64],
         model=model,
         endpoint_config=resource_name(
-            deploy.endpoint_name, run_id, model, deploy.instance_type, str(deploy.instance_count)
+            deploy.endpoint_name,
+            run_id,
+            model,
+            deploy.instance_type,
+            str(deploy.instance_count),
+            json.dumps(security.endpoint_config_fields(deploy)),
         ),
         endpoint=deploy.endpoint_name,
         scaling_target=autoscaling.resource_id(deploy.endpoint_name, deploy.variant_name),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from deploy.aws import iam
+from deploy.aws import iam, security
 from deploy.aws.names import resource_names, resource_tags
 from deploy.aws.observe import Observed
 from deploy.aws.plan_lambda import alias_step, function_step, log_group_step, provisioned_step
@@ -39,13 +39,20 @@ class DeploymentPlan:
 
 
 def plan_deployment(deploy, run_id: str, artifacts: Artifacts, seen: Observed) -> DeploymentPlan:
+    security.check_options(deploy)
     names = resource_names(deploy, run_id, artifacts.image_uri, artifacts.environment)
     tags = resource_tags(deploy, run_id)
     steps = storage_steps(deploy, names, artifacts, tags, seen)
     region, account = deploy.region, seen.account
     if names.sagemaker_role:
         policy = iam.sagemaker_policy(
-            region, account, deploy.endpoint_name, names.bucket, names.key, artifacts.image_uri
+            region,
+            account,
+            deploy.endpoint_name,
+            names.bucket,
+            names.key,
+            artifacts.image_uri,
+            security.role_statements(region, account, deploy),
         )
         trust = iam.sagemaker_trust_policy(region, account)
         steps.append(role_step("sagemaker-role", names.sagemaker_role, trust, policy, tags, deploy, seen))

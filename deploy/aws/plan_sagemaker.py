@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from deploy.aws import autoscaling, sagemaker_endpoint
+from deploy.aws import autoscaling, sagemaker_endpoint, security
 from deploy.aws.names import ResourceNames
 from deploy.aws.observe import Observed
 from deploy.aws.steps import CREATE, UNCHANGED, UPDATE, WAIT_IN_SERVICE, Artifacts, Call, Step, step
@@ -39,7 +39,11 @@ def storage_steps(
     target = {**bucket, "Key": names.key}
     if seen.object_sha256 == artifacts.tarball_sha256:
         return [*steps, step("s3-object", names.model_data_url, UNCHANGED, "same sha256", target)]
-    extra = {"Metadata": {"sha256": artifacts.tarball_sha256}, "Tagging": urlencode(tags)}
+    extra = {
+        "Metadata": {"sha256": artifacts.tarball_sha256},
+        "Tagging": urlencode(tags),
+        **security.upload_args(deploy),
+    }
     upload = Call("s3", "upload_file", {"Filename": artifacts.tarball, **target, "ExtraArgs": extra})
     action, reason = (
         (UPDATE, "another package (sha256 differs)") if seen.object_exists else (CREATE, "absent")
@@ -59,6 +63,7 @@ def model_steps(
         deploy.region,
         artifacts.environment,
         tags,
+        security.model_fields(deploy),
     )
     config_request = sagemaker_endpoint.create_endpoint_config_request(
         names.endpoint_config, names.model, deploy, tags

@@ -13,6 +13,7 @@ import hashlib
 import time
 
 from conf.schema.choices import Traffic
+from deploy.aws.security import endpoint_config_fields
 
 
 def inference_image_uri(deploy) -> str:
@@ -49,7 +50,9 @@ def create_model_request(
     region: str,
     environment: dict,
     tags: dict,
+    isolation: dict,
 ) -> dict:
+    """``isolation``: ``EnableNetworkIsolation`` and optional ``VpcConfig`` (``security.model_fields``)."""
     return {
         "ModelName": model_name,
         "ExecutionRoleArn": role_arn,
@@ -58,6 +61,7 @@ def create_model_request(
             "ModelDataUrl": model_data_url,
             "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_REGION": region, **environment},
         },
+        **isolation,
         "Tags": as_tags(tags),
     }
 
@@ -73,6 +77,7 @@ def create_endpoint_config_request(config_name: str, model_name: str, deploy, ta
                 "InitialInstanceCount": deploy.instance_count,
             }
         ],
+        **endpoint_config_fields(deploy),
         "Tags": as_tags(tags),
     }
 
