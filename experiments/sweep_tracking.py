@@ -12,13 +12,15 @@ Tags (constants below) are the contract other tools query:
 
   Its best checkpoint is under artifact dir ``checkpoints/``, its model under ``model``.
 - the parent: ``best_<metric>`` metric (history = progress), ``best_run_id``, ``best_trial_number`` and
-  ``best_params.<key>`` tags, plot artifacts under ``plots/``. Params are written once, at creation,
+  ``best_params.<key>`` tags, the sweep report under ``plots/`` (``sweep_report.html``, one PNG per plot). Params are written once, at creation,
   because MLflow params are immutable and a resumed study may change ``n_trials``.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from urllib.parse import quote
 
 import optuna
@@ -26,6 +28,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy.engine import make_url
 
+from experiments import sweep_report
 from lightning_app import tracking
 
 log = logging.getLogger(__name__)
@@ -131,22 +134,11 @@ def update_best(client: MlflowClient, parent_run_id: str, study: optuna.Study, m
         client.set_tag(parent_run_id, f"best_params.{key}", str(value))
 
 
-def log_plots(client: MlflowClient, parent_run_id: str, study: optuna.Study) -> None:
-    """Optimization history, parameter importances and parallel coordinates as interactive HTML."""
-    from optuna import visualization
-
-    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    plots = {"optimization_history": visualization.plot_optimization_history}
-    if len(completed) >= 2:
-        plots["parallel_coordinate"] = visualization.plot_parallel_coordinate
-        plots["param_importances"] = visualization.plot_param_importances
-    for name, plot in plots.items():
-        try:
-            figure = plot(study)
-        except (ValueError, RuntimeError) as err:  # e.g. importances when no parameter varied
-            log.warning("skipped the %s plot: %s", name, err)
-            continue
-        client.log_figure(parent_run_id, figure, f"plots/{name}.html")
+def log_plots(client: MlflowClient, parent_run_id: str, study: optuna.Study, metric: str) -> None:
+    """The sweep report (self-contained HTML + PNGs, see ``sweep_report``) under the parent's ``plots/``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if sweep_report.write_report(study, metric, Path(tmp)):
+            client.log_artifacts(parent_run_id, tmp, "plots")
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:

@@ -81,7 +81,7 @@ def test_sweep_nests_trials_tags_the_best_and_survives_a_failing_trial(make_cfg,
     assert marked[0].data.metrics["val_acc"] == pytest.approx(best_child.data.metrics["val_acc"])
     assert [a.path for a in client.list_artifacts(result.best_run_id, "checkpoints")]
     plots = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}
-    assert {"plots/optimization_history.html", "plots/parallel_coordinate.html"} <= plots
+    assert {"plots/sweep_report.html", "plots/learning_curves.png", "plots/parallel_coordinate.png"} <= plots
 
     # Re-running the same command finds the study done: no new trial, the same parent run.
     again = run_sweep(cfg)
