@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from conf.errors import DogbreedsError
@@ -88,6 +89,19 @@ def start_state(run_dir: Path, run_id: str, cfg: DictConfig) -> None:
         "config": _flat(cfg),
     }
     _write_state(run_dir, state)
+
+
+class RunStateWriter(Callback):
+    """Writes ``run.json`` as fitting starts (rank 0): after ``ModelCheckpoint`` has looked at the folder,
+    which it warns about when not empty, so a fresh run's folder is still empty then. Nothing is lost:
+    a run is resumable only once it has a ``last.ckpt``, written after its first epoch."""
+
+    def __init__(self, run_dir: Path, run_id: str, cfg: DictConfig):
+        self.run_dir, self.run_id, self.cfg = run_dir, run_id, cfg
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            start_state(self.run_dir, self.run_id, self.cfg)
 
 
 def mark_finished(run_dir: Path) -> None:

@@ -9,6 +9,7 @@ to MLflow and writes files.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -21,6 +22,7 @@ from conf.loader import ConfigError
 from lightning_app import layout, resume, tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
+from lightning_app.library_noise import silence_library_noise
 from lightning_app.module import BreedClassifier
 from lightning_app.objective import Objective
 from lightning_app.trainer import build_trainer
@@ -71,6 +73,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
 
     ``cfg.resume``: continue an interrupted run from its ``last.ckpt`` in the same MLflow run.
     """
+    silence_library_noise()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = DogBreedsDataModule(cfg.data)
     # Model and policy before the logger: a bad arch, weights or policy fails without an empty MLflow run.
@@ -86,12 +89,18 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     checkpoint_dir = resume.checkpoint_dir_for(cfg, logger.run_id)
     if resume_point is not None:  # an interruption left it FAILED or KILLED; Lightning finalizes it
         logger.experiment.update_run(logger.run_id, status="RUNNING")
-    trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [policy, *callbacks])
+    own = [policy]
+    if resume_point is None:
+        own.append(resume.RunStateWriter(checkpoint_dir, logger.run_id, cfg))
+    trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [*own, *callbacks])
     if resume_point is None:
         logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        if trainer.is_global_zero:
-            resume.start_state(checkpoint_dir, logger.run_id, cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None)
+    with warnings.catch_warnings():
+        if resume_point is not None:  # continuing in the folder that holds last.ckpt is the point
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None
+        )
 
     checkpoint = trainer.checkpoint_callback.best_model_path
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
