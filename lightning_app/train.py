@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
@@ -57,6 +58,7 @@ def check_objective_is_logged(objective: Objective, module: BreedClassifier) -> 
 def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
     """``run_id``: continue that MLflow run (resume) instead of starting a new one."""
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
+    tracking.ensure_experiment(MlflowClient(uri), cfg.experiment_name)
     return MLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name or tracking.default_run_name(cfg.model),

@@ -104,7 +104,7 @@ def test_trials_that_cannot_win_are_pruned_early(make_cfg, tmp_path):
     children = child_runs(client, result.parent_run_id)
     assert len(children) == 2
     for run in children:
-        assert run.info.status == "KILLED"
+        assert run.info.status == "KILLED" and run.info.run_name.endswith(" (pruned)")
         assert run.data.tags[sweep_tracking.TRIAL_STATE_TAG] == "PRUNED"
         assert sweep_tracking.BEST_TAG not in run.data.tags
         # Stopped after epoch 1 (the first prunable one) instead of running all 3 epochs.

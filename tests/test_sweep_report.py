@@ -110,3 +110,24 @@ def test_parent_run_holds_the_report_as_artifacts(tmp_path, client):
     client.download_artifacts(parent, "plots", str(tmp_path / "down"))
     html_files = list((tmp_path / "down" / "plots").glob("*.html"))
     assert html_files and all(external_scripts(f.read_text()) == [] for f in html_files)
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "name"),
+    [
+        ("PRUNED", "KILLED", "trial-3 (pruned)"),
+        ("FAIL", "FAILED", "trial-3 (failed)"),
+        ("COMPLETE", "FINISHED", "trial-3"),
+    ],
+)
+def test_pruned_and_failed_trials_differ_at_a_glance(client, state, status, name):
+    """The UI draws KILLED and FAILED with the same red cross: the run name says which it was."""
+    experiment_id = client.create_experiment("trials")
+    run = client.create_run(experiment_id, run_name="trial-3")
+
+    sweep_tracking.record_trial_end(client, run, state, "boom" if state == "FAIL" else None)
+    sweep_tracking.record_trial_end(client, client.get_run(run.info.run_id), state)  # e.g. a stale-trial pass
+
+    ended = client.get_run(run.info.run_id)
+    assert (ended.info.status, ended.info.run_name) == (status, name)
+    assert ended.data.tags[sweep_tracking.TRIAL_STATE_TAG] == state
