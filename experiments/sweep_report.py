@@ -108,6 +108,8 @@ def write_report(study: optuna.Study, metric: str, out_dir: Path) -> list[Path]:
         try:
             with warnings.catch_warnings():  # Optuna labels its matplotlib backend experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # A parameter with one value among completed trials: matplotlib widens its axis itself.
+                warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")
                 figure = plot.interactive(study)
                 axes = plot.static(study)
         except (ValueError, RuntimeError) as err:

@@ -9,8 +9,10 @@ to MLflow and writes files.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,7 +22,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
-from lightning_app import layout, resume, tracking
+from lightning_app import checkpoints, layout, resume, tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.library_noise import silence_library_noise
@@ -122,7 +124,10 @@ def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoi
     client.log_metric(run_id, "skipped_images", datamodule.skipped_images)
     if not checkpoint:
         return
-    client.log_artifact(run_id, checkpoint, tracking.CHECKPOINT_ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        client.log_artifact(
+            run_id, checkpoints.write_weights_only(checkpoint, Path(tmp)), tracking.CHECKPOINT_ARTIFACT
+        )
     best = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     size = datamodule.preprocessing["image_size"]
     # Batch of 2: MLflow saves the model with torch.export (pt2, no pickle), which would pin a batch of 1.
