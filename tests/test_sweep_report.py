@@ -14,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments import sweep_report, sweep_tracking
+from lightning_app import tracking
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -122,7 +123,7 @@ def test_parent_run_holds_the_report_as_artifacts(tmp_path, client):
 )
 def test_pruned_and_failed_trials_differ_at_a_glance(client, state, status, name):
     """The UI draws KILLED and FAILED with the same red cross: the run name says which it was."""
-    experiment_id = client.create_experiment("trials")
+    experiment_id = tracking.ensure_experiment(client, "trials")  # artifacts beside the store
     run = client.create_run(experiment_id, run_name="trial-3")
 
     sweep_tracking.record_trial_end(client, run, state, "boom" if state == "FAIL" else None)
