@@ -7,13 +7,13 @@ config typo is reported in a fraction of a second.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from conf.errors import DogbreedsError
 from conf.loader import load_config
 from conf.schema.choices import DeployTarget
+from dogbreeds import logs
 from experiments.launch import launch
 
 OVERRIDES_HELP = "Hydra overrides, e.g. model=resnet50 model.lr=3e-4 data.root=s3://bucket/dogImages"
@@ -36,6 +36,8 @@ def cmd_sample_data(args) -> None:
 def cmd_launch(args) -> None:
     """``train`` and ``sweep``: where they run (here or SageMaker jobs) is the ``backend`` config choice."""
     cfg = load_config(args.overrides)  # before importing torch: a typo is reported in a fraction of a second
+    if cfg.backend.name == "local":
+        logs.route_training_logs()
     for line in launch(cfg, args.verb, args.overrides, args.dry_run):
         print(line)
 
@@ -236,21 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def log_to_stderr() -> None:
-    """Our packages' INFO logs to the current stderr. Replaces the handler of an earlier call rather than
-    adding one more, so calling ``main`` repeatedly in one process (tests, notebooks) neither duplicates
-    lines nor writes to a stderr that has since been closed."""
-    handler = logging.StreamHandler()
-    handler.set_name("dogbreeds-cli")
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for package in ("dogbreeds", "lightning_app", "experiments", "deploy"):
-        logger = logging.getLogger(package)
-        for previous in [h for h in logger.handlers if h.get_name() == "dogbreeds-cli"]:
-            logger.removeHandler(previous)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
 def parse_args(argv: list[str] | None):
     """Overrides may stand before and after flags (``promote deploy=sagemaker --dry-run deploy.bucket=b``).
 
@@ -270,7 +257,7 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     """A mistake the user can fix (``DogbreedsError``) is one line and exit code 2; anything else is a
     bug and propagates with its traceback."""
-    log_to_stderr()
+    logs.log_to_stderr()
     args = parse_args(argv)
     try:
         args.func(args)

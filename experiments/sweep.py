@@ -111,7 +111,7 @@ def optimize(cfg: DictConfig, params: list[SearchParam], study, parent_id: str, 
 def finish(cfg: DictConfig, study, parent_id: str, client: MlflowClient, console: Console) -> SweepResult:
     """Re-derive the best run, refresh the plots, close the parent when nothing runs, print the summary."""
     sweep_tracking.update_best(client, parent_id, study, cfg.sweep.metric)
-    sweep_tracking.log_plots(client, parent_id, study)
+    sweep_tracking.log_plots(client, parent_id, study, cfg.sweep.metric)
     states = dict(progress.counts(study))
     if not states.get("RUNNING") and not states.get("WAITING"):
         client.set_terminated(parent_id, "FINISHED")

@@ -12,13 +12,16 @@ Tags (constants below) are the contract other tools query:
 
   Its best checkpoint is under artifact dir ``checkpoints/``, its model under ``model``.
 - the parent: ``best_<metric>`` metric (history = progress), ``best_run_id``, ``best_trial_number`` and
-  ``best_params.<key>`` tags, plot artifacts under ``plots/``. Params are written once, at creation,
+  ``best_params.<key>`` tags, the sweep report under ``plots/`` (``sweep_report.html``, one PNG per plot). Params are written once, at creation,
   because MLflow params are immutable and a resumed study may change ``n_trials``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
+from pathlib import Path
 from urllib.parse import quote
 
 import optuna
@@ -26,6 +29,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy.engine import make_url
 
+from experiments import sweep_report
 from lightning_app import tracking
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ TRIAL_STATE_TAG = "dogbreeds.sweep.trial_state"
 FAIL_REASON_TAG = "dogbreeds.sweep.fail_reason"
 BEST_TAG = "dogbreeds.sweep.best"
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+STATE_IN_NAME = {"PRUNED": "pruned", "FAIL": "failed"}
 
 
 def public_storage_url(url: str) -> str:
@@ -45,12 +50,7 @@ def public_storage_url(url: str) -> str:
 
 
 def create_parent_run(client: MlflowClient, experiment_name: str, study_name: str, params: dict) -> str:
-    experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment
-        else client.create_experiment(experiment_name, tracking.artifact_location(client.tracking_uri))
-    )
+    experiment_id = tracking.ensure_experiment(client, experiment_name)
     tags = {STUDY_TAG: study_name, ROLE_TAG: "parent", MLFLOW_RUN_NAME: f"sweep {study_name}"}
     run = client.create_run(experiment_id, tags=tags)
     for key, value in params.items():
@@ -90,13 +90,27 @@ def find_trial_run(client: MlflowClient, experiment_id: str, study_name: str, tr
 
 
 def record_trial_end(client: MlflowClient, run, state: str, reason: str | None = None) -> None:
-    """Tag the trial state and make the run status match it (a run left RUNNING by a crash included)."""
+    """Tag the trial state and make the run status match it (a run left RUNNING by a crash included).
+
+    The MLflow UI draws KILLED and FAILED runs with the same red cross, so the state also goes into the
+    run name (``... (pruned)``), which every runs table and chart legend shows.
+    """
     client.set_tag(run.info.run_id, TRIAL_STATE_TAG, state)
     if reason:
         client.set_tag(run.info.run_id, FAIL_REASON_TAG, reason[:5000])
+    name = run_name_for(run.info.run_name or "", state)
+    if name != run.info.run_name:
+        client.update_run(run.info.run_id, name=name)
     status = RUN_STATUS[state]
     if run.info.status != status:
         client.set_terminated(run.info.run_id, status)
+
+
+def run_name_for(name: str, state: str) -> str:
+    """``trial-3`` -> ``trial-3 (pruned)`` / ``trial-3 (failed)``; a name already marked keeps its mark."""
+    base = re.sub(r" \((pruned|failed)\)$", "", name)
+    mark = STATE_IN_NAME.get(state)
+    return f"{base} ({mark})" if mark else base
 
 
 def update_best(client: MlflowClient, parent_run_id: str, study: optuna.Study, metric: str) -> None:
@@ -131,27 +145,20 @@ def update_best(client: MlflowClient, parent_run_id: str, study: optuna.Study, m
         client.set_tag(parent_run_id, f"best_params.{key}", str(value))
 
 
-def log_plots(client: MlflowClient, parent_run_id: str, study: optuna.Study) -> None:
-    """Optimization history, parameter importances and parallel coordinates as interactive HTML."""
-    from optuna import visualization
-
-    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    plots = {"optimization_history": visualization.plot_optimization_history}
-    if len(completed) >= 2:
-        plots["parallel_coordinate"] = visualization.plot_parallel_coordinate
-        plots["param_importances"] = visualization.plot_param_importances
-    for name, plot in plots.items():
-        try:
-            figure = plot(study)
-        except (ValueError, RuntimeError) as err:  # e.g. importances when no parameter varied
-            log.warning("skipped the %s plot: %s", name, err)
-            continue
-        client.log_figure(parent_run_id, figure, f"plots/{name}.html")
+def log_plots(client: MlflowClient, parent_run_id: str, study: optuna.Study, metric: str) -> None:
+    """The sweep report (self-contained HTML + PNGs, see ``sweep_report``) under the parent's ``plots/``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if sweep_report.write_report(study, metric, Path(tmp)):
+            client.log_artifacts(parent_run_id, tmp, "plots")
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """A browser link to the run: the server's own page, or where `mlflow ui` will show it."""
-    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    """A browser link to the run: the server's own page, or where `mlflow ui` will show it.
+
+    ``workflowType=machine_learning``: MLflow 3's UI otherwise opens in its GenAI mode (traces,
+    evaluations), a per-browser setting the experiment's ``mlflow.experimentKind`` tag does not override.
+    """
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/{page}"
     return f"http://127.0.0.1:5000/{page} (after: mlflow ui --backend-store-uri {quote(tracking_uri, safe=':/')})"

@@ -2,7 +2,8 @@
 
 The trial's run ends in the state Optuna records: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED,
 with the state as a tag. Lightning already ends the run as FAILED when fitting raises (a pruning
-decision included), so this module corrects pruned runs and tags every outcome. Runs are found again by
+decision included), so this module corrects pruned runs and tags every outcome. Pruned and failed trials
+keep no checkpoints: neither is continued (a sweep samples a new trial) nor deployed. Runs are found again by
 their study/trial tags, which also works when the trial trained in other processes (DDP) or when the
 worker that ran it is gone (heartbeat-stale trials).
 """
@@ -22,7 +23,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from experiments import sweep_tracking
 from experiments.search_space import SearchParam, apply_params
-from lightning_app import tracking
+from lightning_app import resume, tracking
 from lightning_app.objective import Objective
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ class TrialObjective:
             log.warning("trial %d ended %s before its MLflow run started: %s", trial_number, state, reason)
             return
         sweep_tracking.record_trial_end(self.client, run, state, reason)
+        if (
+            state != "COMPLETE" and not self.cfg.checkpoint_dir
+        ):  # a fixed folder is the job's, not the trial's
+            resume.discard(resume.checkpoint_dir_for(self.cfg, run.info.run_id))
 
 
 class StaleTrialHandler:

@@ -8,12 +8,15 @@ run, and hands back what ``train`` needs to continue in the same MLflow run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from conf.errors import DogbreedsError
@@ -90,10 +93,33 @@ def start_state(run_dir: Path, run_id: str, cfg: DictConfig) -> None:
     _write_state(run_dir, state)
 
 
+class RunStateWriter(Callback):
+    """Writes ``run.json`` as fitting starts (rank 0): after ``ModelCheckpoint`` has looked at the folder,
+    which it warns about when not empty, so a fresh run's folder is still empty then. Nothing is lost:
+    a run is resumable only once it has a ``last.ckpt``, written after its first epoch."""
+
+    def __init__(self, run_dir: Path, run_id: str, cfg: DictConfig):
+        self.run_dir, self.run_id, self.cfg = run_dir, run_id, cfg
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            start_state(self.run_dir, self.run_id, self.cfg)
+
+
 def mark_finished(run_dir: Path) -> None:
+    """Record the run as finished and drop its ``last.ckpt``: only an unfinished run continues from it,
+    and with optimizer state it is the largest file of the run."""
     state = _read_state(run_dir)
     if state is not None:
         _write_state(run_dir, {**state, "status": FINISHED})
+    (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)
+
+
+def discard(run_dir: Path) -> None:
+    """Delete a run's checkpoint folder (and its run folder when nothing else is left in it)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        run_dir.parent.rmdir()
 
 
 def _read_state(run_dir: Path) -> dict | None:
@@ -104,11 +130,14 @@ def _read_state(run_dir: Path) -> dict | None:
 
 
 def _resumable(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The folder's state when it is this experiment's and run name's, finished or continuable."""
     state = _read_state(run_dir)
-    if state is None or not (run_dir / LAST_CHECKPOINT).is_file():
+    if state is None:
         return None
     if state.get("experiment_name") != cfg.experiment_name or state.get("run_name") != cfg.run_name:
         return None
+    if state.get("status") != FINISHED and not (run_dir / LAST_CHECKPOINT).is_file():
+        return None  # interrupted before its first epoch ended: nothing to continue from
     return state
 
 

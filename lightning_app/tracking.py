@@ -19,6 +19,8 @@ LAUNCH_COMMIT_ENV = "DOGBREEDS_GIT_COMMIT"
 LAUNCH_DIRTY_ENV = "DOGBREEDS_GIT_DIRTY"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoints"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -32,6 +34,30 @@ def artifact_location(tracking_uri: str) -> str | None:
         return None
     database = Path(tracking_uri.removeprefix("sqlite:///"))
     return (database.parent / "mlruns").resolve().as_uri()
+
+
+def ensure_experiment(client, name: str) -> str:
+    """The experiment's id, creating it with our artifact location and marked as model training.
+
+    MLflow 3's UI opens an experiment in GenAI mode (traces, evaluations) unless the experiment says
+    otherwise; ``mlflow.experimentKind`` is the tag it reads (values from MLflow's UI code). Experiments
+    made before this tag existed get it too.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(
+                name, artifact_location(client.tracking_uri), tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+            )
+        except MlflowException:  # another process created it in between (sweep workers, DDP ranks)
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return experiment.experiment_id
 
 
 def default_run_name(model_cfg) -> str:

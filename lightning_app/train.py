@@ -9,18 +9,23 @@ to MLflow and writes files.
 
 from __future__ import annotations
 
+import tempfile
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
-from lightning_app import layout, resume, tracking
+from lightning_app import checkpoints, layout, resume, tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
+from lightning_app.library_noise import silence_library_noise
 from lightning_app.module import BreedClassifier
 from lightning_app.objective import Objective
 from lightning_app.trainer import build_trainer
@@ -55,6 +60,7 @@ def check_objective_is_logged(objective: Objective, module: BreedClassifier) -> 
 def make_logger(cfg: DictConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
     """``run_id``: continue that MLflow run (resume) instead of starting a new one."""
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
+    tracking.ensure_experiment(MlflowClient(uri), cfg.experiment_name)
     return MLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name or tracking.default_run_name(cfg.model),
@@ -71,6 +77,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
 
     ``cfg.resume``: continue an interrupted run from its ``last.ckpt`` in the same MLflow run.
     """
+    silence_library_noise()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = DogBreedsDataModule(cfg.data)
     # Model and policy before the logger: a bad arch, weights or policy fails without an empty MLflow run.
@@ -86,12 +93,18 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     checkpoint_dir = resume.checkpoint_dir_for(cfg, logger.run_id)
     if resume_point is not None:  # an interruption left it FAILED or KILLED; Lightning finalizes it
         logger.experiment.update_run(logger.run_id, status="RUNNING")
-    trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [policy, *callbacks])
+    own = [policy]
+    if resume_point is None:
+        own.append(resume.RunStateWriter(checkpoint_dir, logger.run_id, cfg))
+    trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [*own, *callbacks])
     if resume_point is None:
         logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        if trainer.is_global_zero:
-            resume.start_state(checkpoint_dir, logger.run_id, cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None)
+    with warnings.catch_warnings():
+        if resume_point is not None:  # continuing in the folder that holds last.ckpt is the point
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None
+        )
 
     checkpoint = trainer.checkpoint_callback.best_model_path
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -111,7 +124,10 @@ def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoi
     client.log_metric(run_id, "skipped_images", datamodule.skipped_images)
     if not checkpoint:
         return
-    client.log_artifact(run_id, checkpoint, tracking.CHECKPOINT_ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        client.log_artifact(
+            run_id, checkpoints.write_weights_only(checkpoint, Path(tmp)), tracking.CHECKPOINT_ARTIFACT
+        )
     best = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     size = datamodule.preprocessing["image_size"]
     # Batch of 2: MLflow saves the model with torch.export (pt2, no pickle), which would pin a batch of 1.

@@ -6,12 +6,14 @@ DDP under torchrun/SageMaker (Lightning reads world size and ranks from that env
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from lightning_app.epoch_lines import EpochLines
 from lightning_app.objective import Objective
 from lightning_app.rng_state import RNGStateCheckpoint
 
@@ -41,14 +43,28 @@ def best_checkpoint_callback(checkpoint_dir: Path, objective: Objective) -> Mode
 
 
 def build_trainer(
-    cfg, objective: Objective, checkpoint_dir: Path, logger, extra_callbacks: list[Callback] = ()
+    cfg,
+    objective: Objective,
+    checkpoint_dir: Path,
+    logger,
+    extra_callbacks: list[Callback] = (),
+    interactive: bool | None = None,
 ) -> L.Trainer:
-    """``cfg`` is the ``trainer`` config section; checkpointing and early stopping follow ``objective``."""
+    """``cfg`` is the ``trainer`` config section; checkpointing and early stopping follow ``objective``.
+
+    Progress (``cfg.enable_progress_bar``): Lightning's bar when ``interactive`` (default: stderr is a
+    terminal), one line per epoch otherwise (``EpochLines``).
+    """
+    if interactive is None:
+        interactive = sys.stderr.isatty()
+    show_bar = cfg.enable_progress_bar and interactive
     callbacks: list[Callback] = [
         best_checkpoint_callback(checkpoint_dir, objective),
         RNGStateCheckpoint(),
         *extra_callbacks,
     ]
+    if cfg.enable_progress_bar and not interactive:
+        callbacks.append(EpochLines())
     if cfg.early_stopping_patience:
         callbacks.append(
             EarlyStopping(
@@ -64,12 +80,17 @@ def build_trainer(
         max_epochs=cfg.max_epochs,
         deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every_n_steps,
-        limit_train_batches=cfg.limit_train_batches,
-        limit_val_batches=cfg.limit_val_batches,
+        limit_train_batches=_limit(cfg.limit_train_batches),
+        limit_val_batches=_limit(cfg.limit_val_batches),
         gradient_clip_val=cfg.gradient_clip_val,
-        enable_progress_bar=cfg.enable_progress_bar,
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
         callbacks=callbacks,
         logger=logger,
         default_root_dir=str(checkpoint_dir.parent),
     )
+
+
+def _limit(fraction: float) -> float | None:
+    """All batches is Lightning's default: passing 1.0 explicitly makes it print a line saying so."""
+    return None if fraction == 1.0 else fraction

@@ -65,6 +65,7 @@ def test_fixed_checkpoint_dir_starts_fresh_when_empty_and_refuses_a_finished_run
     (fixed / resume.LAST_CHECKPOINT).write_bytes(b"checkpoint")
     assert resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}")).run_id == "job-run"
     resume.mark_finished(fixed)
+    assert not (fixed / resume.LAST_CHECKPOINT).exists()
     with pytest.raises(resume.ResumeError, match="already finished"):
         resume.find_resume_point(make_cfg("resume=true", f"checkpoint_dir={fixed}"))
 
@@ -122,4 +123,4 @@ def test_killed_run_resumes_in_the_same_mlflow_run_and_matches_an_uninterrupted_
         assert result.metrics[name] == pytest.approx(baseline.metrics[name], abs=1e-4), name
     with pytest.raises(resume.ResumeError, match="no interrupted run"):
         resume.find_resume_point(make_cfg(*RESUME_OVERRIDES, "resume=true"))
-    assert os.path.exists(checkpoint_dir / "last.ckpt")
+    assert not os.path.exists(checkpoint_dir / "last.ckpt")  # finished: nothing left to continue

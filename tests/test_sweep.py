@@ -64,6 +64,12 @@ def test_sweep_nests_trials_tags_the_best_and_survives_a_failing_trial(make_cfg,
             assert run.data.metrics["val_acc"] == pytest.approx(trial.value)
             assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2  # every epoch
     assert "batch_size" in by_number[0].data.tags[sweep_tracking.FAIL_REASON_TAG]
+    # A failed trial keeps no checkpoints; a completed one its best weights (last.ckpt only while running).
+    outputs = tmp_path / "outputs"
+    assert not (outputs / by_number[0].info.run_id).exists()
+    for trial in (t for t in study.trials if t.state == TrialState.COMPLETE):
+        kept = outputs / by_number[trial.number].info.run_id / "checkpoints"
+        assert sorted(p.suffix for p in kept.iterdir()) == [".ckpt", ".json"]
 
     # The parent's best equals the best child's metric, and the best run is one query away.
     parent = client.get_run(result.parent_run_id)
@@ -81,7 +87,7 @@ def test_sweep_nests_trials_tags_the_best_and_survives_a_failing_trial(make_cfg,
     assert marked[0].data.metrics["val_acc"] == pytest.approx(best_child.data.metrics["val_acc"])
     assert [a.path for a in client.list_artifacts(result.best_run_id, "checkpoints")]
     plots = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}
-    assert {"plots/optimization_history.html", "plots/parallel_coordinate.html"} <= plots
+    assert {"plots/sweep_report.html", "plots/learning_curves.png", "plots/parallel_coordinate.png"} <= plots
 
     # Re-running the same command finds the study done: no new trial, the same parent run.
     again = run_sweep(cfg)
@@ -104,11 +110,12 @@ def test_trials_that_cannot_win_are_pruned_early(make_cfg, tmp_path):
     children = child_runs(client, result.parent_run_id)
     assert len(children) == 2
     for run in children:
-        assert run.info.status == "KILLED"
+        assert run.info.status == "KILLED" and run.info.run_name.endswith(" (pruned)")
         assert run.data.tags[sweep_tracking.TRIAL_STATE_TAG] == "PRUNED"
         assert sweep_tracking.BEST_TAG not in run.data.tags
         # Stopped after epoch 1 (the first prunable one) instead of running all 3 epochs.
         assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+        assert not (tmp_path / "outputs" / run.info.run_id).exists()  # pruned: no checkpoints kept
 
     # Re-running with a larger budget resumes the study: one more trial under the same parent run.
     more = run_sweep(sweep_cfg(make_cfg, tmp_path, *pruned, "sweep.n_trials=3"))

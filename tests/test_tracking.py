@@ -37,3 +37,21 @@ def test_a_server_chooses_its_own_artifact_location():
         tracking.artifact_location("sqlite:///relative/mlflow.db")
         == (Path.cwd() / "relative/mlruns").as_uri()
     )
+
+
+def test_experiments_are_marked_as_model_training_for_the_ui(trained_run, tmp_path):
+    """MLflow 3's UI opens experiments without ``mlflow.experimentKind`` in GenAI mode."""
+    client = MlflowClient(trained_run.tracking_uri)
+    run = client.get_run(trained_run.result.run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+    # An experiment made before the tag (or by another tool) gets it the next time we use it.
+    other = MlflowClient(f"sqlite:///{tmp_path / 'old.db'}")
+    old_id = other.create_experiment("old", (tmp_path / "artifacts").as_uri())
+    assert tracking.EXPERIMENT_KIND_TAG not in other.get_experiment(old_id).tags
+    assert tracking.ensure_experiment(other, "old") == old_id
+    assert other.get_experiment(old_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    new_id = tracking.ensure_experiment(other, "new")
+    assert other.get_experiment(new_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert other.get_experiment(new_id).artifact_location.startswith(tmp_path.as_uri())

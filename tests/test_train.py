@@ -96,6 +96,20 @@ def test_best_checkpoint_carries_classes_and_preprocessing(run):
     assert "model/MLmodel" in [a.path for a in client.list_artifacts(result.run_id, "model")]
 
 
+def test_a_finished_run_keeps_weights_not_resume_state(run, tmp_path):
+    """The MLflow checkpoint has no optimizer state (Adam's moments double the weights) and still loads;
+    the local last.ckpt, needed only to continue an unfinished run, is gone."""
+    result, client, _ = run
+    local = Path(result.best_checkpoint)
+    assert sorted(p.name for p in local.parent.iterdir()) == sorted([local.name, "run.json"])
+    client.download_artifacts(result.run_id, "checkpoints", str(tmp_path))
+    logged = tmp_path / "checkpoints" / local.name
+    state = torch.load(logged, map_location="cpu", weights_only=True)
+    assert not {"optimizer_states", "lr_schedulers", "loops", "callbacks"} & state.keys()
+    assert logged.stat().st_size < 0.6 * local.stat().st_size
+    assert BreedClassifier.load_from_checkpoint(logged, map_location="cpu").class_names == CLASSES
+
+
 def test_checkpoint_of_a_run_is_a_local_weights_file(run):
     """Fine-tune from an earlier run: its backbone loads, its 4-class head is left for the new head."""
     result, _, _ = run

@@ -111,6 +111,7 @@ class TrainerConfig:
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     gradient_clip_val: float | None = None
+    # Progress: Lightning's bar when stderr is a terminal, one line per epoch otherwise (logs, CI).
     enable_progress_bar: bool = True
 
 

@@ -1,0 +1,57 @@
+"""Library messages that tell a user of this project nothing, silenced one by one at their source.
+
+Each entry names the exact logger or the exact warning text, so every other message of the same
+library still gets through (a new Lightning warning about our code shows up as before). Called by
+``train`` (every entry point trains through it: CLI, sweep trials, DDP ranks, SageMaker jobs) and by
+the CLI's logging setup; idempotent.
+
+Fixed where they arise instead: ``limit_*_batches`` lines (the trainer factory passes no limit when
+it is 100%), "Checkpoint directory ... exists and is not empty" on fresh runs (``run.json`` is written
+once fitting has started, see ``resume.RunStateWriter``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+# Logger name -> pattern of the messages dropped from it (matched at the message's start).
+LITLOGGER_TIP = re.compile(r"💡 Tip: For seamless cloud logging")
+DROPPED_LOG_MESSAGES = {
+    # Printed on every fit without a LitLogger; Lightning has no switch for it. Two logger names: once
+    # ``mlflow.pytorch`` has imported the ``pytorch_lightning`` twin package, Lightning's rank-zero
+    # messages come from that package's logger (the shared rank_zero module is rebound on import).
+    "lightning.pytorch.utilities.rank_zero": LITLOGGER_TIP,
+    "pytorch_lightning.utilities.rank_zero": LITLOGGER_TIP,
+    # ``register_model("runs:/ID/model")``: MLflow 3 keeps logged models outside run artifacts and says
+    # so on every registration, although it then registers that very model.
+    "mlflow.tracking._model_registry.fluent": re.compile(
+        r"Run with id \w+ has no artifacts at artifact path '[^']*', registering model based on models:/"
+    ),
+}
+IGNORED_WARNINGS = (
+    # Lightning 2.6's own pytree copy still calls torch's deprecated LeafSpec; nothing for us to change.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # By design: the module normalizes uint8 batches after transfer (on the GPU), whatever the datamodule.
+    r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a",
+)
+FILTER_NAME = "dogbreeds-library-noise"
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, pattern: re.Pattern):
+        super().__init__(name=FILTER_NAME)
+        self.pattern = pattern
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
+
+
+def silence_library_noise() -> None:
+    for logger_name, pattern in DROPPED_LOG_MESSAGES.items():
+        logger = logging.getLogger(logger_name)
+        if not any(f.name == FILTER_NAME for f in logger.filters):
+            logger.addFilter(_DropMessages(pattern))
+    for message in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)

@@ -1,0 +1,107 @@
+"""What a user sees on the console: one log format, progress per epoch, no library noise."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+
+import pytest
+from helpers.servers import BIN
+from helpers.training import TINY_RUN, run_overrides
+
+from conf.loader import load_config
+from lightning_app.epoch_lines import EpochLines, epoch_line
+from lightning_app.library_noise import silence_library_noise
+from lightning_app.objective import Objective
+from lightning_app.trainer import build_trainer
+
+NOISE = (
+    "litlogger",
+    "limit_train_batches",
+    "limit_val_batches",
+    "exists and is not empty",
+    "LeafSpec",
+    "on_after_batch_transfer",
+    "has no artifacts at artifact path",
+    "[I 20",  # Optuna's own format
+)
+ONE_FORMAT = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+
+
+@pytest.mark.slow
+def test_demo_training_prints_one_line_per_epoch_in_one_format_and_no_noise(sample_root, tmp_path):
+    overrides = run_overrides(TINY_RUN, sample_root, tmp_path, "trainer.max_epochs=2")
+    done = subprocess.run(
+        [str(BIN / "dogbreeds"), "train", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if any(noise in line for noise in NOISE)] == []
+    assert [line for line in lines if not ONE_FORMAT.match(line)] == []
+    epochs = [line for line in lines if "lightning_app.epoch_lines: epoch " in line]
+    assert [line.split("epoch ")[1].split()[0] for line in epochs] == ["1/2", "2/2"]
+    assert all("train_loss" in line and "val_acc" in line for line in epochs)
+
+
+@pytest.mark.slow
+def test_a_sweep_keeps_one_format_from_trial_to_trial(sample_root, tmp_path):
+    """Once a trial has logged its model, mlflow.pytorch has imported ``pytorch_lightning``, whose loggers
+    took over Lightning's messages in a format of their own, litlogger tip included."""
+    overrides = run_overrides(TINY_RUN, sample_root, tmp_path, "sweep=demo", "sweep.n_trials=2")
+    done = subprocess.run(
+        [str(BIN / "dogbreeds"), "sweep", *overrides, f"sweep.storage=sqlite:///{tmp_path / 'optuna.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if any(noise in line for noise in NOISE)] == []
+    assert [line for line in lines if not ONE_FORMAT.match(line)] == []
+    assert sum("Trial" in line and "finished" in line for line in lines) == 2
+
+
+def test_terminal_gets_the_bar_and_anything_else_epoch_lines(make_cfg, tmp_path):
+    cfg = make_cfg()
+    objective = Objective.of(cfg)
+    bar = build_trainer(cfg.trainer, objective, tmp_path, False, interactive=True)
+    assert bar.progress_bar_callback is not None
+    assert not any(isinstance(c, EpochLines) for c in bar.callbacks)
+    lines = build_trainer(cfg.trainer, objective, tmp_path, False, interactive=False)
+    assert lines.progress_bar_callback is None
+    assert any(isinstance(c, EpochLines) for c in lines.callbacks)
+    quiet = load_config(["trainer=demo", "trainer.enable_progress_bar=false"])
+    silent = build_trainer(quiet.trainer, objective, tmp_path, False, interactive=False)
+    assert silent.progress_bar_callback is None
+    assert not any(isinstance(c, EpochLines) for c in silent.callbacks)
+
+
+def test_epoch_line_reads_train_then_val():
+    line = epoch_line(2, 4, {"val_acc": 0.625, "train_loss": 0.48201, "val_loss": 1.2649}, 12.34)
+    assert line == "epoch 2/4  train_loss 0.4820  val_acc 0.6250  val_loss 1.2649  (12.3 s)"
+
+
+def test_only_the_named_library_messages_are_dropped(caplog):
+    silence_library_noise()
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    registry = logging.getLogger("mlflow.tracking._model_registry.fluent")
+    with caplog.at_level(logging.INFO):
+        rank_zero.info("💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/)")
+        rank_zero.info("GPU available: True (cuda), used: False")
+        registry.warning(
+            "Run with id 0123abc has no artifacts at artifact path 'model', "
+            "registering model based on models:/m-42 instead"
+        )
+        registry.warning("Run with id 0123abc is deleted")
+    assert [r.getMessage() for r in caplog.records] == [
+        "GPU available: True (cuda), used: False",
+        "Run with id 0123abc is deleted",
+    ]
+    silence_library_noise()  # idempotent: still one filter per logger
+    assert len(rank_zero.filters) == len(registry.filters) == 1
