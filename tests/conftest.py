@@ -31,6 +31,35 @@ from lightning_app.sample_data import generate
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# What runs write when they fall back to the working directory: the suite must write only under tmp dirs.
+CHECKOUT = Path(__file__).resolve().parent.parent
+RUN_OUTPUTS = ("mlruns", "mlartifacts", "mlflow.db", "optuna.db", "outputs", "lightning_logs")
+
+
+def _run_outputs_in_checkout() -> set[Path]:
+    found: set[Path] = set()
+    for name in RUN_OUTPUTS:
+        path = CHECKOUT / name
+        found |= set(path.rglob("*")) if path.is_dir() else ({path} if path.exists() else set())
+    return found
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_CHECKOUT_BEFORE] = _run_outputs_in_checkout()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The checkout stays clean: a test that writes runs, stores or checkpoints into it fails the session."""
+    new = sorted(_run_outputs_in_checkout() - session.config.stash.get(_CHECKOUT_BEFORE, set()))
+    if new:
+        shown = "\n  ".join(str(p.relative_to(CHECKOUT)) for p in new[:10])
+        print(f"\nthe test session wrote {len(new)} file(s) into the checkout:\n  {shown}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_CHECKOUT_BEFORE = pytest.StashKey[set]()
+
+
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.gpu`` tests skip, with the reason, where CUDA is not available: the one place that decides."""
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]

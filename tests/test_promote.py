@@ -23,6 +23,7 @@ from deploy.invoke import event_for, invoke_local, parse_response
 from deploy.local_endpoint import background
 from deploy.promote import promote
 from experiments import sweep_tracking
+from lightning_app import tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import eval_transform
 from lightning_app.module import BreedClassifier
@@ -145,7 +146,7 @@ def test_promote_local_then_invoke_returns_the_right_breed(trained_run, tmp_path
 def test_registry_moves_champion_and_keeps_previous(tmp_path):
     """Two runs with a logged model each; registering the second moves @champion and sets @previous."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("registry")
+    experiment = tracking.ensure_experiment(client, "registry")
     run_ids = []
     for _ in range(2):
         run_id = client.create_run(experiment).info.run_id
@@ -186,7 +187,7 @@ def test_run_selection_takes_a_sweeps_best_trial_and_explains_itself(tmp_path):
     by_acc = Objective("val_acc", Direction.maximize)
     with pytest.raises(registry.RunSelectionError, match="no MLflow experiment named 'pick'"):
         registry.select_run(client, "pick", by_acc)
-    experiment_id = client.create_experiment("pick")
+    experiment_id = tracking.ensure_experiment(client, "pick")
     stray = client.create_run(experiment_id).info.run_id  # a plain `train` run, better than any trial
     client.log_metric(stray, "val_acc", 0.99)
     client.set_terminated(stray)
@@ -225,7 +226,7 @@ def test_promote_ranks_runs_by_the_project_objective(make_cfg, tmp_path):
 def test_gate_reference_is_val_acc_at_the_epoch_the_objective_was_best(tmp_path):
     """The checkpoint kept is the objective's best epoch: val_acc there, not the run's best val_acc."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run_id = client.create_run(client.create_experiment("gate")).info.run_id
+    run_id = client.create_run(tracking.ensure_experiment(client, "gate")).info.run_id
     #          step:   9     19    29    39
     val_loss = [0.90, 0.40, 0.55, 0.40]  # best at step 19 (the tie at 39 did not replace the checkpoint)
     val_acc = [0.30, 0.60, 0.80, 0.70]  # best at step 29
