@@ -93,10 +93,6 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
     promoted.registration = registration = registry.register_champion(
         client, deploy.registered_model, choice.run_id
     )
-    sha256 = champion.package_sha256(tarball)
-    tags = champion.gate_tags(result, current, sha256, forced=champion.is_worse(result, current))
-    attached = champion.attach_package(client, registration.name, registration.version, tarball, sha256, tags)
-    echo(f"attached {attached} and the gate's figures to version {registration.version}")
     echo(
         f"registered {registration.name} version {registration.version} as @{registry.CHAMPION}"
         + (
@@ -105,6 +101,10 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
             else ""
         )
     )
+    sha256 = champion.package_sha256(tarball)
+    tags = champion.gate_tags(result, current, sha256, forced=champion.is_worse(result, current))
+    attached = champion.attach_package(client, registration.name, registration.version, tarball, sha256, tags)
+    echo(f"attached {attached} and the gate's figures to version {registration.version}")
     if plan is None:
         promoted.deployment = background.start(tarball, deploy, cfg.output_dir, choice.run_id)
         promoted.deployment["invoke"] = "dogbreeds invoke IMAGE_PATH_OR_URL"
