@@ -47,6 +47,9 @@ INFERENCE_SERVER = [
     "torchserve==0.12.0",
     "torch-model-archiver==0.12.0",
     "sagemaker-pytorch-inference==2.0.25",
+    # What the image has and a bare venv lacks: pkg_resources (the toolkit), yaml (TorchServe's workers).
+    "setuptools<81",
+    "pyyaml",
 ]
 
 

@@ -42,6 +42,7 @@ class ContainerTuning:
     workers: int
     threads_per_worker: int
     response_timeout_s: int
+    max_request_bytes: int  # serve.max_payload_bytes: TorchServe refuses larger bodies with a 413, as we do
 
     def to_env(self) -> dict[str, str]:
         workers, timeout = str(self.workers), str(self.response_timeout_s)
@@ -53,6 +54,8 @@ class ContainerTuning:
             "SAGEMAKER_TS_BATCH_SIZE": "1",
             "SAGEMAKER_TS_RESPONSE_TIMEOUT": timeout,
             "OMP_NUM_THREADS": str(self.threads_per_worker),
+            # TorchServe reads TS_<property> because the toolkit's config sets enable_envvars_config=true.
+            "TS_MAX_REQUEST_SIZE": str(self.max_request_bytes),
         }
 
 
@@ -72,8 +75,10 @@ def instance_resources(instance_type: str, vcpus: int | None) -> tuple[int, int]
     return known
 
 
-def tune(instance_type: str, container, request_timeout_s: float) -> ContainerTuning:
-    """Workers x threads for the instance (each overridable in ``deploy.container``), and the timeout."""
+def tune(instance_type: str, container, serve) -> ContainerTuning:
+    """Workers x threads for the instance (each overridable in ``deploy.container``), the timeout and the
+    payload limit from the ``serve`` section, so the container enforces the local endpoint's limits."""
+    request_timeout_s = serve.request_timeout_s
     for key in ("workers", "threads_per_worker", "response_timeout_s"):
         value = container[key]
         if value is not None and value < 1:
@@ -85,7 +90,9 @@ def tune(instance_type: str, container, request_timeout_s: float) -> ContainerTu
             f"{request_timeout_s:g}: past it TorchServe kills the worker instead of the request answering 504"
         )
     if container.workers and container.threads_per_worker:
-        return ContainerTuning(container.workers, container.threads_per_worker, timeout)
+        return ContainerTuning(
+            container.workers, container.threads_per_worker, timeout, serve.max_payload_bytes
+        )
     vcpus, gpus = instance_resources(instance_type, container.vcpus)
     if container.workers:
         workers = container.workers
@@ -94,4 +101,4 @@ def tune(instance_type: str, container, request_timeout_s: float) -> ContainerTu
     else:
         workers = max(1, vcpus // min(vcpus, container.threads_per_worker or MAX_THREADS_PER_WORKER))
     threads = container.threads_per_worker or max(1, vcpus // workers)
-    return ContainerTuning(workers, threads, timeout)
+    return ContainerTuning(workers, threads, timeout, serve.max_payload_bytes)

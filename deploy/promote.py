@@ -39,7 +39,7 @@ def serving_environment(tarball: Path, serve_cfg, deploy_cfg) -> dict[str, str]:
     and the container's workers, threads and timeout for ``deploy.instance_type`` (container_tuning.py)."""
     from deploy.local_endpoint.server import load_serving_module, serving_settings
 
-    tuning = container_tuning.tune(deploy_cfg.instance_type, deploy_cfg.container, serve_cfg.request_timeout_s)
+    tuning = container_tuning.tune(deploy_cfg.instance_type, deploy_cfg.container, serve_cfg)
     with tempfile.TemporaryDirectory(prefix="dogbreeds-env-") as tmp:
         serving = load_serving_module(unpack(tarball, Path(tmp)))
         return serving_settings(serving, serve_cfg).to_env() | tuning.to_env()
@@ -112,7 +112,9 @@ def sagemaker_plan(cfg: DictConfig, run_id: str, tarball: Path):
 
     deploy = cfg.deploy
     artifacts = package_artifacts(
-        tarball, sagemaker_endpoint.inference_image_uri(deploy), serving_environment(tarball, cfg.serve, deploy)
+        tarball,
+        sagemaker_endpoint.inference_image_uri(deploy),
+        serving_environment(tarball, cfg.serve, deploy),
     )
     if deploy.assume_absent:
         seen = observe.nothing_exists()

@@ -6,9 +6,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from conf.loader import ConfigError, load_config
-from conf.schema.serving import ContainerConfig
+from conf.schema.serving import ContainerConfig, ServeConfig
 from deploy import container_tuning, promote
 from deploy.packaging.builder import build_package
+
+SERVE = OmegaConf.structured(ServeConfig(request_timeout_s=30.0))
 
 
 def container(**values):
@@ -26,12 +28,14 @@ def container(**values):
     ],
 )
 def test_workers_and_threads_follow_the_instance(instance_type, workers, threads):
-    tuning = container_tuning.tune(instance_type, container(), request_timeout_s=30.0)
+    tuning = container_tuning.tune(instance_type, container(), SERVE)
     assert (tuning.workers, tuning.threads_per_worker, tuning.response_timeout_s) == (workers, threads, 40)
 
 
 def test_environment_uses_the_toolkits_names_consistently():
-    env = container_tuning.ContainerTuning(workers=3, threads_per_worker=2, response_timeout_s=45).to_env()
+    env = container_tuning.ContainerTuning(
+        workers=3, threads_per_worker=2, response_timeout_s=45, max_request_bytes=1000
+    ).to_env()
     assert env == {
         "SAGEMAKER_MODEL_SERVER_WORKERS": "3",  # sagemaker-inference's Environment
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": "45",
@@ -40,19 +44,20 @@ def test_environment_uses_the_toolkits_names_consistently():
         "SAGEMAKER_TS_BATCH_SIZE": "1",
         "SAGEMAKER_TS_RESPONSE_TIMEOUT": "45",
         "OMP_NUM_THREADS": "2",
+        "TS_MAX_REQUEST_SIZE": "1000",  # TorchServe's max_request_size
     }
 
 
 def test_config_overrides_win():
-    tuning = container_tuning.tune("ml.m5.4xlarge", container(workers=2), 30.0)
+    tuning = container_tuning.tune("ml.m5.4xlarge", container(workers=2), SERVE)
     assert (tuning.workers, tuning.threads_per_worker) == (2, 8)
-    tuning = container_tuning.tune("ml.m5.4xlarge", container(threads_per_worker=16), 30.0)
+    tuning = container_tuning.tune("ml.m5.4xlarge", container(threads_per_worker=16), SERVE)
     assert (tuning.workers, tuning.threads_per_worker) == (1, 16)
     tuning = container_tuning.tune(
-        "ml.x9.huge", container(workers=2, threads_per_worker=3, response_timeout_s=50), 30.0
+        "ml.x9.huge", container(workers=2, threads_per_worker=3, response_timeout_s=50), SERVE
     )
     assert (tuning.workers, tuning.threads_per_worker, tuning.response_timeout_s) == (2, 3, 50)
-    tuning = container_tuning.tune("ml.x9.huge", container(vcpus=32), 30.0)
+    tuning = container_tuning.tune("ml.x9.huge", container(vcpus=32), SERVE)
     assert (tuning.workers, tuning.threads_per_worker) == (8, 4)
 
 
@@ -67,7 +72,7 @@ def test_config_overrides_win():
 )
 def test_bad_settings_are_refused_with_the_key(instance_type, values, message):
     with pytest.raises(ConfigError, match=message):
-        container_tuning.tune(instance_type, container(**values), 30.0)
+        container_tuning.tune(instance_type, container(**values), SERVE)
 
 
 def test_promote_puts_limits_and_tuning_in_the_model_environment(trained_run, tmp_path):
@@ -78,3 +83,4 @@ def test_promote_puts_limits_and_tuning_in_the_model_environment(trained_run, tm
     assert env["DOGBREEDS_REQUEST_TIMEOUT_S"] == "20.0"
     assert (env["SAGEMAKER_MODEL_SERVER_WORKERS"], env["OMP_NUM_THREADS"]) == ("2", "4")
     assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == env["SAGEMAKER_TS_RESPONSE_TIMEOUT"] == "30"
+    assert env["TS_MAX_REQUEST_SIZE"] == str(cfg.serve.max_payload_bytes)

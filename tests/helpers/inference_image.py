@@ -26,7 +26,7 @@ VERSIONS = image_versions("deploy", _DEFAULT.framework_version, _DEFAULT.py_vers
 INFERENCE_IMAGE = ImageEnv(
     name="inference-image",
     python_version=VERSIONS.python,
-    # Pillow comes with torchvision; the CPU build of torch is enough for the stack's behaviour here.
+    # The registry's torch (the CUDA build, several GB, downloaded once) runs on CPU here; Pillow comes with torchvision.
     packages=(f"torch=={VERSIONS.torch}", f"torchvision=={VERSIONS.torchvision}", *INFERENCE_SERVER),
     cache=f"~/.cache/dogbreeds/inference-image-{_DEFAULT.framework_version}-{VERSIONS.py_version}",
     cache_variable="DOGBREEDS_INFERENCE_IMAGE_ENV",

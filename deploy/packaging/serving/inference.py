@@ -216,17 +216,14 @@ def custom_attributes(context) -> str | None:
     """The ``X-Amzn-SageMaker-Custom-Attributes`` header of the request ``context`` describes, or None.
 
     The toolkit (sagemaker-inference's ``Transformer.transform``) reads the headers of the request being
-    served as ``context.request_processor[0].get_request_properties()``, a dict whose key spelling the
-    front end chose; index 0 is right because the package is served one request per call (TorchServe's
+    served as ``context.request_processor[0].get_request_properties()``, a dict of strings whose key
+    spelling the front end chose; index 0 is right because the package is served one request per call (TorchServe's
     batch size 1, the default, which promote keeps).
     """
     if context is None:
         return None
     headers = context.request_processor[0].get_request_properties()
-    for name, value in headers.items():
-        if name.lower() == "x-amzn-sagemaker-custom-attributes":
-            return value.decode() if isinstance(value, bytes) else value
-    return None
+    return next((v for k, v in headers.items() if k.lower() == "x-amzn-sagemaker-custom-attributes"), None)
 
 
 def predict_fn(input_data, model):
