@@ -8,28 +8,16 @@ import http.client
 import json
 
 if __package__:
-    from .hostile_images import many_scan_jpeg
+    from .hostile_images import many_scan_jpeg, png_header_only
     from .images import b64, distinct_jpegs
 else:
-    from hostile_images import many_scan_jpeg
+    from hostile_images import many_scan_jpeg, png_header_only
     from images import b64, distinct_jpegs
 
 MIB = 1024 * 1024
 CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 GOOD = distinct_jpegs(1)[0]
 B64 = b64(GOOD)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height``: enough for the pixel-limit check, cheap to send."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
 # name -> (body, content type, headers, status, phrase of the message; None where the front end answers)
