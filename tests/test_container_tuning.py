@@ -84,3 +84,30 @@ def test_promote_puts_limits_and_tuning_in_the_model_environment(trained_run, tm
     assert (env["SAGEMAKER_MODEL_SERVER_WORKERS"], env["OMP_NUM_THREADS"]) == ("2", "4")
     assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == env["SAGEMAKER_TS_RESPONSE_TIMEOUT"] == "30"
     assert env["TS_MAX_REQUEST_SIZE"] == str(cfg.serve.max_payload_bytes)
+
+
+def test_the_tuned_environment_reaches_the_sagemaker_model(trained_run, fresh_aws_account, tmp_path):
+    """moto in server mode: the Model promote's plan creates carries the tuning, read back with describe_model."""
+    import boto3
+
+    from deploy.aws import lambda_function
+    from deploy.aws.apply import apply_plan
+    from deploy.aws.calls import AwsCalls
+
+    cfg = load_config(
+        ["deploy=sagemaker", "deploy.bucket=dogbreeds-models", "deploy.image_uri=763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312",
+         "deploy.function.provisioned_concurrency=0", "deploy.instance_type=ml.m5.xlarge"]
+    )  # fmt: skip
+    tarball = build_package(trained_run.result.best_checkpoint, tmp_path / "model.tar.gz")
+    plan = promote.sagemaker_plan(cfg, trained_run.result.run_id, tarball)
+    apply_plan(plan, AwsCalls(region="us-east-1").client, lambda_function.build_zip(), echo=lambda _: None)
+    model = boto3.client("sagemaker", region_name="us-east-1").describe_model(
+        ModelName=plan.step("sagemaker-model").name
+    )
+    env = model["PrimaryContainer"]["Environment"]
+    assert (
+        env["SAGEMAKER_MODEL_SERVER_WORKERS"],
+        env["OMP_NUM_THREADS"],
+        env["SAGEMAKER_TS_BATCH_SIZE"],
+    ) == ("1", "4", "1")
+    assert env["DOGBREEDS_TOP_K"] == "5"
