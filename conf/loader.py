@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from conf import schema
 from conf.errors import DogbreedsError
+from conf.image_versions import check_images
 
 
 class ConfigError(DogbreedsError):
@@ -34,6 +35,7 @@ def load_config(overrides: list[str] = (), config_name: str = "config") -> DictC
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_describe(err)) from err
+    check_images(cfg)  # the SageMaker images' torch/Python against this code, before any work
     OmegaConf.set_readonly(cfg, False)
     return cfg
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from conf.loader import ConfigError
 from conf.schema.choices import DeployTarget
-from deploy import champion, gate, registry
+from deploy import champion, container_tuning, gate, registry
 from deploy.local_endpoint import background
 from deploy.packaging.builder import build_package, unpack
 from lightning_app.objective import Objective
@@ -36,13 +36,15 @@ class PromoteResult:
     deployment: dict = field(default_factory=dict)
 
 
-def serving_environment(tarball: Path, serve_cfg) -> dict[str, str]:
-    """The ``serve`` limits as the package's own DOGBREEDS_* variables, for the SageMaker model."""
+def serving_environment(tarball: Path, serve_cfg, deploy_cfg) -> dict[str, str]:
+    """The SageMaker model's environment: the ``serve`` limits as the package's own DOGBREEDS_* variables,
+    and the container's workers, threads and timeout for ``deploy.instance_type`` (container_tuning.py)."""
     from deploy.local_endpoint.server import load_serving_module, serving_settings
 
+    tuning = container_tuning.tune(deploy_cfg.instance_type, deploy_cfg.container, serve_cfg)
     with tempfile.TemporaryDirectory(prefix="dogbreeds-env-") as tmp:
         serving = load_serving_module(unpack(tarball, Path(tmp)))
-        return serving_settings(serving, serve_cfg).to_env()
+        return serving_settings(serving, serve_cfg).to_env() | tuning.to_env()
 
 
 def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=print) -> PromoteResult:
@@ -124,7 +126,9 @@ def sagemaker_plan(cfg: DictConfig, run_id: str, tarball: Path):
     deploy = cfg.deploy
     security.refuse_url_fetch_when_isolated(deploy, cfg.serve)
     artifacts = package_artifacts(
-        tarball, sagemaker_endpoint.inference_image_uri(deploy), serving_environment(tarball, cfg.serve)
+        tarball,
+        sagemaker_endpoint.inference_image_uri(deploy),
+        serving_environment(tarball, cfg.serve, deploy),
     )
     if deploy.assume_absent:
         seen = observe.nothing_exists()

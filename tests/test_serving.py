@@ -8,12 +8,10 @@ import http.client
 import io
 import json
 import signal
-import struct
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -21,7 +19,7 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from helpers.hostile_images import many_scan_jpeg
+from helpers.hostile_images import many_scan_jpeg, png_header_only
 from helpers.images import distinct_jpegs
 from helpers.servers import free_port, post
 from helpers.waiting import wait_for
@@ -90,16 +88,6 @@ def test_batched_request_equals_unbatched(endpoint):
             assert probabilities(batched)[index] == pytest.approx(prob, abs=1e-5)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A tiny PNG that claims a huge size: a decompression bomb must be refused from the header alone."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-
-
 GOOD = distinct_jpegs(1)[0]
 CUSTOM = "X-Amzn-SageMaker-Custom-Attributes"
 B64 = base64.b64encode(GOOD).decode()
@@ -124,13 +112,13 @@ BAD_INPUTS = {
     ),
     "over 6 MiB": (b"\xff" * (6 * MIB + 1), "image/jpeg", {}, 413, "the limit is 6,291,456"),
     "over pixel limit": (
-        _png_header_only(8_000, 8_000),
+        png_header_only(8_000, 8_000),
         "image/png",
         {},
         413,
         "(64.0 MP); the limit is 40.0 MP",
     ),
-    "decompression bomb": (_png_header_only(40_000, 40_000), "image/png", {}, 413, "decompression bomb"),
+    "decompression bomb": (png_header_only(40_000, 40_000), "image/png", {}, 413, "decompression bomb"),
     "url fetching off": (b'{"url": "https://example.com/dog.jpg"}', "application/json", {}, 400, "disabled"),
     "bad top_k": (GOOD, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=lots"}, 400, "top_k"),
     "top_k not plain digits": (GOOD, "image/jpeg", {CUSTOM: "top_k=\u00b2"}, 400, "plain digits"),
@@ -182,7 +170,7 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(endpoint, case):
     ("method", "path", "status", "message"),
     [
         ("GET", "/invocations", 405, "GET is not allowed on /invocations; use POST"),
-        ("POST", "/ping", 405, "POST is not allowed on /ping; use HEAD, GET"),
+        ("POST", "/ping", 405, "POST is not allowed on /ping; use GET, HEAD"),
         ("GET", "/nowhere", 404, "no route /nowhere"),
     ],
 )

@@ -95,6 +95,19 @@ class VpcConfig:
 
 
 @dataclass
+class ContainerConfig:
+    """AWS's PyTorch inference container on the endpoint's instance (deploy/container_tuning.py).
+
+    null: derived from deploy.instance_type's vCPUs (and GPUs); set a number to override."""
+
+    workers: int | None = None  # TorchServe workers, each with its own model copy
+    threads_per_worker: int | None = None  # torch threads of each worker (OMP_NUM_THREADS)
+    # null: serve.request_timeout_s + 10 (our own deadline answers first)
+    response_timeout_s: int | None = None
+    vcpus: int | None = None  # for an instance type the table does not list
+
+
+@dataclass
 class DeployConfig:
     """``dogbreeds promote``: which run, the promotion gate, and where it is deployed."""
 
@@ -135,6 +148,7 @@ class DeployConfig:
     delete_s3: bool = False  # teardown: also delete the uploaded model.tar.gz objects
     # promote --dry-run: plan as if nothing existed in AWS, without reading it (no credentials needed).
     assume_absent: bool = False
+    container: ContainerConfig = field(default_factory=ContainerConfig)
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
     blue_green: BlueGreenConfig = field(default_factory=BlueGreenConfig)
     function: FunctionConfig = field(default_factory=FunctionConfig)

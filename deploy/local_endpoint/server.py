@@ -91,11 +91,16 @@ def error_body(status: int, message: str) -> bytes:
     return json.dumps({"error": message, "status": status}).encode()
 
 
+def allowed(exc: HTTPException) -> str:
+    return ", ".join(sorted((exc.headers or {}).get("Allow", "").split(", ")))
+
+
 async def http_error(request: Request, exc: HTTPException) -> Response:
     """Routing errors (404, 405) in the same JSON shape as every other error."""
     messages = {
         404: f"no route {request.url.path}; use GET /ping or POST /invocations",
-        405: f"{request.method} is not allowed on {request.url.path}; use {(exc.headers or {}).get('Allow')}",
+        # Starlette's Allow lists a set: sorted, so the message does not change from one process to the next.
+        405: f"{request.method} is not allowed on {request.url.path}; use {allowed(exc)}",
     }
     message = messages.get(exc.status_code, exc.detail)
     return Response(error_body(exc.status_code, message), exc.status_code, exc.headers, "application/json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 from PIL import Image
 
@@ -39,3 +40,13 @@ def many_scan_jpeg(side: int, scans: int) -> bytes:
     start, end = ac_scans[-1]
     eoi = data.rindex(b"\xff\xd9")
     return data[:eoi] + data[start:end] * scans + data[eoi:]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG that claims a huge size: a decompression bomb must be refused from the header alone."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))

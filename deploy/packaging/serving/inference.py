@@ -57,7 +57,7 @@ else:  # SageMaker puts code/ on the path and imports modules top-level
 __all__ = [
     "JSON_TYPE", "Budget", "ClientGone", "Model", "Prediction", "Request", "RequestError", "ServingSettings", "check_accept",
     "decode_image", "decode_request", "encode_response", "load_model", "predict_many", "safe_fetch",
-    "model_fn", "input_fn", "predict_fn", "output_fn",
+    "model_fn", "input_fn", "predict_fn", "output_fn", "custom_attributes",
 ]  # fmt: skip
 
 METADATA_FILE = "metadata.json"
@@ -204,10 +204,26 @@ def model_fn(model_dir):
     return _loaded
 
 
-def input_fn(request_body, request_content_type):
+def input_fn(request_body, request_content_type, context=None):
+    """The toolkit passes ``context`` (TorchServe's request context) because this function accepts it: the
+    request's headers, and so ``X-Amzn-SageMaker-Custom-Attributes``, reach the package only that way."""
     if _loaded is None:
         raise RuntimeError("model_fn has not run yet")
-    return decode_request(request_body, request_content_type, _loaded)
+    return decode_request(request_body, request_content_type, _loaded, custom_attributes(context))
+
+
+def custom_attributes(context) -> str | None:
+    """The ``X-Amzn-SageMaker-Custom-Attributes`` header of the request ``context`` describes, or None.
+
+    The toolkit (sagemaker-inference's ``Transformer.transform``) reads the headers of the request being
+    served as ``context.request_processor[0].get_request_properties()``, a dict of strings whose key
+    spelling the front end chose; index 0 is right because the package is served one request per call (TorchServe's
+    batch size 1, the default, which promote keeps).
+    """
+    if context is None:
+        return None
+    headers = context.request_processor[0].get_request_properties()
+    return next((v for k, v in headers.items() if k.lower() == "x-amzn-sagemaker-custom-attributes"), None)
 
 
 def predict_fn(input_data, model):
