@@ -28,7 +28,7 @@ from lightning_app.finetune import FineTuningPolicy
 from lightning_app.library_noise import silence_library_noise
 from lightning_app.module import BreedClassifier
 from lightning_app.objective import Objective
-from lightning_app.trainer import build_trainer
+from lightning_app.trainer import build_trainer, check_hardware
 
 
 @dataclass
@@ -88,6 +88,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     policy = FineTuningPolicy(
         finetune.policy, finetune.stages, list(finetune.unfreeze_at), finetune.backbone_lr_scale
     )
+    check_hardware(cfg.trainer)
     resume_point = resume.find_resume_point(cfg) if cfg.resume else None
     logger = make_logger(cfg, tags or {}, resume_point.run_id if resume_point else None)
     checkpoint_dir = resume.checkpoint_dir_for(cfg, logger.run_id)

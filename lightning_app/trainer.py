@@ -13,9 +13,28 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from conf.loader import ConfigError
 from lightning_app.epoch_lines import EpochLines
 from lightning_app.objective import Objective
 from lightning_app.rng_state import RNGStateCheckpoint
+
+
+def check_hardware(cfg) -> None:
+    """A GPU choice on a machine without one fails here, before any MLflow run exists, saying what to use.
+
+    Lightning would refuse it too, but only when the Trainer is built: after the run was created, which
+    then stays RUNNING and empty, and with a traceback instead of the fix.
+    """
+    if str(cfg.accelerator) not in ("gpu", "cuda"):
+        return
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    wanted = cfg.devices if isinstance(cfg.devices, int) and cfg.devices > 0 else 1
+    if available < wanted:
+        raise ConfigError(
+            f"trainer.accelerator={cfg.accelerator} with trainer.devices={cfg.devices}, but this machine has "
+            f"{available} CUDA GPU(s): use trainer.accelerator=cpu (or trainer=default), or for DDP over CPU "
+            "processes trainer.accelerator=cpu trainer.devices=2 trainer.strategy=ddp"
+        )
 
 
 def resolve_precision(precision: str) -> str:

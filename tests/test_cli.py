@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 
 import pytest
+import torch
 from helpers.servers import BIN, free_port
 from helpers.training import TINY_RUN, run_overrides
 
@@ -84,6 +85,16 @@ def test_bad_model_settings_fail_before_any_run_is_created(capsys, train_args, o
     assert expected in err
     assert "Traceback" not in err
     assert _mlflow_runs(db) == 0  # nothing to clean up in MLflow after a typo
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the choice is possible on a machine with a GPU")
+def test_a_gpu_choice_without_a_gpu_is_one_line_and_leaves_no_run(capsys, train_args):
+    db, args = train_args
+    code, err = _train(capsys, *args, "trainer=ddp")
+    assert code == 2, err
+    assert "trainer.accelerator=gpu with trainer.devices=-1, but this machine has 0 CUDA GPU(s)" in err
+    assert "Traceback" not in err
+    assert _mlflow_runs(db) == 0  # Lightning would refuse it only after the run was created
 
 
 def test_a_bad_value_in_a_group_file_is_one_line_naming_file_and_key(capsys, tmp_path, monkeypatch):
