@@ -29,20 +29,23 @@ NOISE = (
 ONE_FORMAT = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 
 
-@pytest.mark.slow
-def test_demo_training_prints_one_line_per_epoch_in_one_format_and_no_noise(sample_root, tmp_path):
-    overrides = run_overrides(TINY_RUN, sample_root, tmp_path, "trainer.max_epochs=2")
+def quiet_stderr_of(cwd, verb: str, *overrides: str) -> list[str]:
+    """Run ``dogbreeds VERB`` as a user would; its stderr lines, checked for noise and a second format."""
     done = subprocess.run(
-        [str(BIN / "dogbreeds"), "train", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
+        [str(BIN / "dogbreeds"), verb, *overrides], capture_output=True, text=True, timeout=300, cwd=cwd
     )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert [line for line in lines if any(noise in line for noise in NOISE)] == []
     assert [line for line in lines if not ONE_FORMAT.match(line)] == []
+    return lines
+
+
+@pytest.mark.slow
+def test_demo_training_prints_one_line_per_epoch_in_one_format_and_no_noise(sample_root, tmp_path):
+    lines = quiet_stderr_of(
+        tmp_path, "train", *run_overrides(TINY_RUN, sample_root, tmp_path, "trainer.max_epochs=2")
+    )
     epochs = [line for line in lines if "lightning_app.epoch_lines: epoch " in line]
     assert [line.split("epoch ")[1].split()[0] for line in epochs] == ["1/2", "2/2"]
     assert all("train_loss" in line and "val_acc" in line for line in epochs)
@@ -53,17 +56,9 @@ def test_a_sweep_keeps_one_format_from_trial_to_trial(sample_root, tmp_path):
     """Once a trial has logged its model, mlflow.pytorch has imported ``pytorch_lightning``, whose loggers
     took over Lightning's messages in a format of their own, litlogger tip included."""
     overrides = run_overrides(TINY_RUN, sample_root, tmp_path, "sweep=demo", "sweep.n_trials=2")
-    done = subprocess.run(
-        [str(BIN / "dogbreeds"), "sweep", *overrides, f"sweep.storage=sqlite:///{tmp_path / 'optuna.db'}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
+    lines = quiet_stderr_of(
+        tmp_path, "sweep", *overrides, f"sweep.storage=sqlite:///{tmp_path / 'optuna.db'}"
     )
-    assert done.returncode == 0, done.stderr
-    lines = done.stderr.splitlines()
-    assert [line for line in lines if any(noise in line for noise in NOISE)] == []
-    assert [line for line in lines if not ONE_FORMAT.match(line)] == []
     assert sum("Trial" in line and "finished" in line for line in lines) == 2
 
 
