@@ -12,7 +12,6 @@ artifacts of its run) and the gate's figures as tags, so the registry says why e
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -94,11 +93,6 @@ def compare(candidate: gate.GateResult, champion: ChampionScore | None, force: b
         f"{against}: the candidate is worse, @champion stays; promote it anyway with --force",
         champion,
     )
-
-
-def package_sha256(tarball: Path) -> str:
-    with open(tarball, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def gate_tags(result: gate.GateResult, champion: ChampionScore | None, sha256: str, forced: bool) -> dict:

@@ -20,7 +20,7 @@ from conf.loader import ConfigError
 from conf.schema.choices import DeployTarget
 from deploy import champion, container_tuning, gate, registry
 from deploy.local_endpoint import background
-from deploy.packaging.builder import build_package, unpack
+from deploy.packaging.builder import build_package, package_sha256, unpack
 from lightning_app.objective import Objective
 from lightning_app.tracking import resolve_tracking_uri
 
@@ -103,7 +103,7 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
             else ""
         )
     )
-    sha256 = champion.package_sha256(tarball)
+    sha256 = package_sha256(tarball)
     tags = champion.gate_tags(result, current, sha256, forced=champion.is_worse(result, current))
     attached = champion.attach_package(client, registration.name, registration.version, tarball, sha256, tags)
     echo(f"attached {attached} and the gate's figures to version {registration.version}")

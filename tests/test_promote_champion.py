@@ -13,10 +13,10 @@ from helpers.tracking_store import copy_tracking_store
 from mlflow import MlflowClient
 
 from conf.loader import load_config
-from deploy import champion, gate
+from deploy import gate
 from deploy.champion import WorseThanChampion
 from deploy.local_endpoint import background
-from deploy.packaging.builder import build_package, network_state_dict
+from deploy.packaging.builder import build_package, network_state_dict, package_sha256
 from deploy.packaging.serving.inference import build_network
 from deploy.promote import promote
 from dogbreeds.cli import main
@@ -102,7 +102,7 @@ def test_promote_keeps_a_better_champion_unless_forced(trained_run, tmp_path, ca
         assert (better.champion.run_id, better.champion.val_acc) == (worse, pytest.approx(worse_acc))
         assert (version_of(client, "champion").run_id, version_of(client, "previous").run_id) == (good, worse)
         tags = version_of(client, "champion").tags
-        sha256 = champion.package_sha256(better.tarball)
+        sha256 = package_sha256(better.tarball)
         assert tags["dogbreeds.gate.val_acc"] == f"{good_acc:.6f}"
         assert tags["dogbreeds.gate.champion_val_acc"] == f"{worse_acc:.6f}"
         assert tags["dogbreeds.gate.package_sha256"] == sha256

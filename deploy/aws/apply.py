@@ -8,7 +8,6 @@ step fails, ``ApplyFailed`` carries what was done so far, so it can be recorded 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from deploy.aws import lambda_function, sagemaker_endpoint
 from deploy.aws.calls import AwsDeployError
 from deploy.aws.plan import DeploymentPlan
 from deploy.aws.steps import LAMBDA_ZIP, PUBLISHED_VERSION, UNCHANGED, WAIT_IN_SERVICE, Artifacts, Call
+from deploy.packaging.builder import package_sha256
 
 
 class ApplyFailed(AwsDeployError):
@@ -27,19 +27,11 @@ class ApplyFailed(AwsDeployError):
         self.applied = applied
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def package_artifacts(tarball: Path, image_uri: str, environment: dict[str, str]) -> Artifacts:
     """Digests of what a deployment ships: the model package and the Lambda zip built from ``lambda/``."""
     return Artifacts(
         tarball=str(tarball),
-        tarball_sha256=file_sha256(tarball),
+        tarball_sha256=package_sha256(tarball),
         lambda_code_sha256=lambda_function.code_sha256(lambda_function.build_zip()),
         image_uri=image_uri,
         environment=dict(environment),
@@ -106,7 +98,7 @@ def apply_plan(
 ) -> list[dict]:
     """Send every call of every step; returns one entry per step: kind, name, action, identity, outputs."""
     tarball = Path(plan.artifacts.tarball)
-    if file_sha256(tarball) != plan.artifacts.tarball_sha256:
+    if package_sha256(tarball) != plan.artifacts.tarball_sha256:
         raise AwsDeployError(f"{tarball} changed since the plan was made: plan again")
     if lambda_function.code_sha256(lambda_zip) != plan.artifacts.lambda_code_sha256:
         raise AwsDeployError("the Lambda code (lambda/) changed since the plan was made: plan again")

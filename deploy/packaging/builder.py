@@ -140,6 +140,12 @@ def write_tarball(out: Path, files: dict[str, bytes]) -> Path:
     return out
 
 
+def package_sha256(path: Path) -> str:
+    """The digest a package is known by: in the S3 object's metadata, the plan, and the model version's tags."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
 def serving_code() -> dict[str, bytes]:
     folder = resources.files("deploy.packaging") / "serving"
     return {f"code/{name}": (folder / name).read_bytes() for name in SERVING_FILES}
