@@ -32,14 +32,18 @@ def launch(cfg: DictConfig, verb: str, overrides: list[str], dry_run: bool = Fal
 
 
 def _run_here(cfg: DictConfig, verb: str, overrides: list[str]) -> list[str]:
+    from lightning_app.trainer import leave_process_group
+
     if verb == "sweep":
         from experiments.sweep import run_sweep
 
         run_sweep(cfg, overrides)  # prints its own live table and summary
+        leave_process_group()
         return []
     from lightning_app.train import train
 
     result = train(cfg)
+    leave_process_group()
     if not result.run_id:  # a DDP rank other than 0: rank 0 reports
         return []
     lines = [f"run {result.run_id}: best checkpoint {result.best_checkpoint}"]

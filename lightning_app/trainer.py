@@ -113,3 +113,17 @@ def build_trainer(
 def _limit(fraction: float) -> float | None:
     """All batches is Lightning's default: passing 1.0 explicitly makes it print a line saying so."""
     return None if fraction == 1.0 else fraction
+
+
+def leave_process_group() -> None:
+    """Under DDP: wait for every rank, then tear down the process group, before this process exits.
+
+    Lightning creates the ``torch.distributed`` group and leaves it to interpreter exit. A rank that ends
+    first (rank 0 is still logging the model) then destroys gloo's threads at exit and can abort
+    ("terminate called without an active exception", exit -6), which makes torchrun kill the whole job.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -84,6 +84,7 @@ def run_job(verb: str, env: Mapping[str, str], secret_values: list[str]) -> None
     if env.get(SECRET_ENV):
         secret_values += load_secret_environment(env[SECRET_ENV])
     from conf.loader import load_config
+    from lightning_app.trainer import leave_process_group
 
     document = read_document(env)
     from_environment = environment_overrides(env)
@@ -94,6 +95,7 @@ def run_job(verb: str, env: Mapping[str, str], secret_values: list[str]) -> None
         from experiments.sweep import run_sweep
 
         run_sweep(cfg, overrides)
+        leave_process_group()
         return
 
     from lightning_app.train import train
@@ -102,6 +104,7 @@ def run_job(verb: str, env: Mapping[str, str], secret_values: list[str]) -> None
     result = train(cfg, tags={**job_tags, **run_tags(document)})
     if int(env.get("RANK", "0")) == 0 and result.best_checkpoint:
         export_model(result.best_checkpoint, result.run_id, Path(env.get("SM_MODEL_DIR", "/opt/ml/model")))
+    leave_process_group()  # after the export, so no rank exits while rank 0 still writes the model
 
 
 def main(argv: list[str] | None = None) -> None:
