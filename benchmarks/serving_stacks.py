@@ -5,7 +5,7 @@ worker x thread splits (to find the best configuration it can reach here); the b
 
     .venv/bin/python benchmarks/serving_stacks.py [--rounds 2 --requests 96 --instance-type ml.m5.large]
 
-Needs the inference-image environment (``python tests/helpers/inference_image.py``) and Java. The
+Needs the inference-image environment (``python -m deploy.image_stack``) and Java. The
 instance type should match this machine's cores (ml.m5.large: 2 vCPUs). Targets (issue 10): promote's
 environment >= 0.9x the best configuration measured for the AWS stack and >= 2x its defaults at
 concurrency 16; our local endpoint >= the tuned AWS stack.
@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 RESULTS = ROOT / "benchmarks" / "results" / "serving_stacks.json"
 
-from helpers.aws_stack import aws_stack  # noqa: E402 - the very stack the contract test serves
-
 from benchmarks.serving import ceiling, free_port, load, make_image, make_package, start  # noqa: E402
+from conf.loader import load_config  # noqa: E402
+from deploy import gate_stack  # noqa: E402
+from deploy.image_stack.torchserve import serve  # noqa: E402
 
 
 def stack_peak_rss_mb(base: Path) -> float:
@@ -71,7 +72,8 @@ def run_stack(
 ) -> dict:
     base = folder / name
     base.mkdir()
-    with aws_stack(package_dir, base, environment) as url:
+    python = gate_stack.python_of(load_config([]).deploy)  # the very stack promote's container gate serves
+    with serve(python, package_dir, base, environment) as url:
         results = measure(int(url.rsplit(":", 1)[1]), image, requests)
         results["peak_rss_mb"] = stack_peak_rss_mb(base)
     subprocess.run(["rm", "-rf", str(base)], check=False)

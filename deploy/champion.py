@@ -1,8 +1,8 @@
 """Candidate against the current ``@champion``: both packages scored on the same split by the same code.
 
 The gate (``deploy.gate``) proves a package reproduces its own run; this proves it is not worse than
-what serves now. Both accuracies come from ``gate.package_accuracy`` over the validation split of this
-promote's ``data`` config, so runs that recorded their metrics on other data or other code are
+what serves now. Both accuracies come from the same scorer (``deploy.gate_stack``: in-process or the image's
+stack) over the validation split of this promote's ``data`` config, so runs that recorded their metrics on other data or other code are
 compared fairly. The champion's package is the ``model.tar.gz`` attached to its model version (what
 was actually deployed); versions promoted before packages were attached are rebuilt from their run.
 
@@ -17,8 +17,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torchvision
 from mlflow import MlflowClient
 
 from deploy import gate, registry
@@ -26,7 +24,6 @@ from deploy.packaging.builder import build_package
 
 PACKAGE_TAG = "dogbreeds.package"  # artifact path of the attached model.tar.gz in the version's run
 GATE_TAG_PREFIX = "dogbreeds.gate."
-GATE_STACK = "local"  # the serving code run in this process, at this process's torch/torchvision
 
 
 class WorseThanChampion(gate.PromotionRefused):
@@ -59,7 +56,7 @@ def champion_package(client: MlflowClient, version, dest: Path) -> Path:
 
 
 def score_champion(
-    client: MlflowClient, model_name: str, samples, workdir: Path, candidate_run_id: str
+    client: MlflowClient, model_name: str, samples, workdir: Path, candidate_run_id: str, score
 ) -> ChampionScore | None:
     """The current champion's val accuracy on ``samples``; None when there is no champion yet, or when
     the candidate is the champion's own run (re-promoting it: nothing to compare with)."""
@@ -67,9 +64,7 @@ def score_champion(
     if version is None or version.run_id == candidate_run_id:
         return None
     tarball = champion_package(client, version, workdir / version.run_id / "model.tar.gz")
-    return ChampionScore(
-        str(version.version), version.run_id, gate.package_accuracy(tarball, samples), tarball
-    )
+    return ChampionScore(str(version.version), version.run_id, score(tarball, samples), tarball)
 
 
 def is_worse(candidate: gate.GateResult, champion: ChampionScore | None) -> bool:
@@ -95,7 +90,10 @@ def compare(candidate: gate.GateResult, champion: ChampionScore | None, force: b
     )
 
 
-def gate_tags(result: gate.GateResult, champion: ChampionScore | None, sha256: str, forced: bool) -> dict:
+def gate_tags(
+    result: gate.GateResult, champion: ChampionScore | None, sha256: str, forced: bool, stack: dict[str, str]
+) -> dict:
+    """``stack``: which stack scored the packages and its torch/torchvision (``gate_stack.stack_tags``)."""
     return {
         f"{GATE_TAG_PREFIX}val_acc": f"{result.reproduced:.6f}",
         f"{GATE_TAG_PREFIX}recorded_val_acc": f"{result.recorded:.6f}",
@@ -105,9 +103,7 @@ def gate_tags(result: gate.GateResult, champion: ChampionScore | None, sha256: s
         f"{GATE_TAG_PREFIX}tolerance": str(result.tolerance),
         f"{GATE_TAG_PREFIX}forced": str(forced).lower(),
         f"{GATE_TAG_PREFIX}package_sha256": sha256,
-        f"{GATE_TAG_PREFIX}stack": GATE_STACK,
-        f"{GATE_TAG_PREFIX}torch": torch.__version__.split("+")[0],
-        f"{GATE_TAG_PREFIX}torchvision": torchvision.__version__.split("+")[0],
+        **{f"{GATE_TAG_PREFIX}{key}": value for key, value in stack.items()},
     }
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
-from conf.schema.choices import DeployTarget
-from deploy import champion, container_tuning, gate, registry
+from conf.schema.choices import DeployTarget, GateStack
+from deploy import capacity, champion, container_tuning, gate, gate_stack, registry
 from deploy.local_endpoint import background
 from deploy.packaging.builder import build_package, package_sha256, unpack
 from lightning_app.objective import Objective
@@ -34,6 +34,7 @@ class PromoteResult:
     registration: registry.Registration | None
     tarball: Path
     deployment: dict = field(default_factory=dict)
+    capacity: capacity.Capacity | None = None
 
 
 def serving_environment(tarball: Path, serve_cfg, deploy_cfg) -> dict[str, str]:
@@ -56,7 +57,7 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
     The plan comes before the registry so a config or credentials problem stops the promote while the
     old champion is still champion; ``dry_run`` stops after printing the plan and touches no registry.
     """
-    deploy, objective = cfg.deploy, Objective.of(cfg)
+    deploy, objective = cfg.deploy, Objective.of(cfg)  # ``deploy`` stays the config as given
     if deploy.assume_absent and not dry_run:
         raise ConfigError(
             "deploy.assume_absent=true plans as if nothing existed in AWS: use it with --dry-run only"
@@ -70,18 +71,25 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
     build_package(choice.run_id, tarball, client.tracking_uri, model_version=choice.run_id)
     recorded = registry.recorded_at_best_epoch(client, choice.run_id, objective, "val_acc")
     samples = gate.gate_samples(cfg.data)
-    result = gate.check(tarball, samples, recorded, deploy.gate_tolerance)
+    capacity.check_settings(deploy.autoscaling)
+    host_environment = measuring_environment(tarball, cfg)
+    score = gate_stack.scorer(deploy, host_environment)
+    result = gate.check(tarball, samples, recorded, deploy.gate_tolerance, score)
     echo(
         f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "
-        f"on {result.images} validation images (tolerance {result.tolerance})"
+        f"on {result.images} validation images (tolerance {result.tolerance}, {deploy.gate_stack} stack)"
     )
-    current = champion.score_champion(client, deploy.registered_model, samples, workdir, choice.run_id)
+    current = champion.score_champion(client, deploy.registered_model, samples, workdir, choice.run_id, score)
     echo(champion.compare(result, current, force))
     promoted = PromoteResult(choice.run_id, choice.reason, result, current, None, tarball)
     plan = None
     if deploy.target == DeployTarget.sagemaker:
         from deploy.aws.plan import format_plan
 
+        if deploy.autoscaling.target_invocations_per_instance is None:
+            promoted.capacity = measure_capacity(tarball, samples[0][0], cfg, host_environment)
+            echo(promoted.capacity.describe())
+            cfg = with_scaling_target(cfg, promoted.capacity.target_per_minute)
         plan = sagemaker_plan(cfg, choice.run_id, tarball)
         echo(format_plan(plan))
     if dry_run:
@@ -104,15 +112,38 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
         )
     )
     sha256 = package_sha256(tarball)
-    tags = champion.gate_tags(result, current, sha256, forced=champion.is_worse(result, current))
+    forced = champion.is_worse(result, current)
+    tags = champion.gate_tags(result, current, sha256, forced, gate_stack.stack_tags(deploy))
+    tags |= promoted.capacity.tags() if promoted.capacity else {}
     attached = champion.attach_package(client, registration.name, registration.version, tarball, sha256, tags)
     echo(f"attached {attached} and the gate's figures to version {registration.version}")
     if plan is None:
         promoted.deployment = background.start(tarball, deploy, cfg.output_dir, choice.run_id)
         promoted.deployment["invoke"] = "dogbreeds invoke IMAGE_PATH_OR_URL"
     else:
-        promoted.deployment = apply_and_record(client, registration, plan, deploy, echo)
+        promoted.deployment = apply_and_record(client, registration, plan, cfg.deploy, echo)
     return promoted
+
+
+def measuring_environment(tarball: Path, cfg: DictConfig) -> dict[str, str]:
+    """The Model's environment with workers and threads tuned for *this* machine's CPUs: the image's stack
+    gates and measures the package here as the instance type's tuning would run it there."""
+    if cfg.deploy.gate_stack == GateStack.local:
+        return {}  # the local stack runs in this process or our own endpoint: no container variables
+    here = OmegaConf.merge(cfg.deploy, {"container": {"vcpus": capacity.host_vcpus()}})
+    return serving_environment(tarball, cfg.serve, here)
+
+
+def measure_capacity(tarball: Path, image: Path, cfg: DictConfig, environment: dict[str, str]):
+    vcpus, _ = container_tuning.instance_resources(cfg.deploy.instance_type, cfg.deploy.container.vcpus)
+    with gate_stack.served(tarball, cfg.deploy, environment) as url:
+        return capacity.measure(
+            url, image, cfg.deploy.autoscaling, str(cfg.deploy.gate_stack), vcpus, gate.IMAGE_TYPE
+        )
+
+
+def with_scaling_target(cfg: DictConfig, per_minute: float) -> DictConfig:
+    return OmegaConf.merge(cfg, {"deploy": {"autoscaling": {"target_invocations_per_instance": per_minute}}})
 
 
 def sagemaker_plan(cfg: DictConfig, run_id: str, tarball: Path):

@@ -19,6 +19,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from helpers.aws_plans import ARTIFACTS, CANARY_WITH_ROLLBACK, NOTHING, RUN_ID, observed_after
+from helpers.aws_plans import deploy_cfg as deploy_cfg_for_plans
 from mlflow import MlflowClient
 
 from conf.loader import ConfigError, load_config
@@ -45,6 +46,7 @@ def deploy_cfg(*overrides: str):
             f"deploy.image_uri={IMAGE}",
             # moto lacks put_provisioned_concurrency_config (Stubber test below)
             "deploy.function.provisioned_concurrency=0",
+            "deploy.autoscaling.target_invocations_per_instance=100",  # by hand: promote measures it
             *overrides,
         ]
     ).deploy
@@ -243,20 +245,14 @@ def stubbed(service: str):
     return client, Stubber(client)
 
 
-def plan_test_deploy(*overrides: str):
-    return load_config(
-        ["deploy=sagemaker", "deploy.bucket=dogbreeds-models", "deploy.endpoint_name=dogs", *overrides]
-    ).deploy
-
-
 @pytest.mark.parametrize("new_instance_type", ["ml.m5.large", "ml.c5.xlarge"])
 def test_planned_blue_green_update_is_a_valid_request(new_instance_type):
     """The plan's update_endpoint request against the API model; autoscaling steps aside only on a type change."""
-    before = plan_test_deploy(
+    before = deploy_cfg_for_plans(
         "deploy.blue_green.traffic=canary", "deploy.blue_green.rollback_alarms=[dogs-5xx]"
     )
     seen = observed_after(plan_deployment(before, RUN_ID, ARTIFACTS, NOTHING), before)
-    after = plan_test_deploy(
+    after = deploy_cfg_for_plans(
         "deploy.blue_green.traffic=canary",
         "deploy.blue_green.rollback_alarms=[dogs-5xx]",
         f"deploy.instance_type={new_instance_type}",
@@ -314,12 +310,12 @@ def test_unknown_traffic_mode_is_refused():
 
 def test_planned_alias_and_provisioned_concurrency_are_valid_requests():
     """A settings change publishes a version, the alias moves to the version AWS answered, provisioning on it."""
-    deploy = plan_test_deploy()
+    deploy = deploy_cfg_for_plans()
     seen = replace(
         observed_after(plan_deployment(deploy, RUN_ID, ARTIFACTS, NOTHING), deploy),
         provisioned_concurrency=None,
     )
-    plan = plan_deployment(plan_test_deploy("deploy.function.memory_mb=256"), RUN_ID, ARTIFACTS, seen)
+    plan = plan_deployment(deploy_cfg_for_plans("deploy.function.memory_mb=256"), RUN_ID, ARTIFACTS, seen)
     lam, stub = stubbed("lambda")
     updated = {"Configuration": {"FunctionName": "dogs-invoke", "LastUpdateStatus": "Successful"}}
     stub.add_response("get_function", updated, {"FunctionName": "dogs-invoke"})  # the waiter
@@ -350,7 +346,7 @@ def test_apply_refuses_a_package_changed_since_planning(tmp_path):
     tarball = tmp_path / "model.tar.gz"
     tarball.write_bytes(b"planned")
     artifacts = package_artifacts(tarball, IMAGE, ENVIRONMENT)
-    plan = plan_deployment(plan_test_deploy(), RUN_ID, artifacts, NOTHING)
+    plan = plan_deployment(deploy_cfg_for_plans(), RUN_ID, artifacts, NOTHING)
     tarball.write_bytes(b"swapped after planning")
     with pytest.raises(AwsDeployError, match="changed since the plan was made"):
         apply_plan(plan, lambda service: None, lambda_function.build_zip(), quiet)

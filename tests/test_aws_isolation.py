@@ -152,6 +152,7 @@ def test_moto_reads_back_isolation_vpc_and_kms_after_apply(fresh_aws_account, tm
             "deploy.bucket=dogbreeds-isolated",
             "deploy.endpoint_name=dogs-isolated",
             f"deploy.image_uri={IMAGE}",
+            "deploy.autoscaling.target_invocations_per_instance=100",  # by hand: promote measures it
             "deploy.function.provisioned_concurrency=0",  # not in moto (Stubber-tested in test_aws_deploy)
             f"deploy.vpc.subnets=[{subnet}]",
             f"deploy.vpc.security_group_ids=[{group}]",

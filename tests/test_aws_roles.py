@@ -40,6 +40,7 @@ def deploy_cfg():
             "deploy.bucket=dogbreeds-roles",
             "deploy.endpoint_name=dogs-roles",
             f"deploy.image_uri={IMAGE}",
+            "deploy.autoscaling.target_invocations_per_instance=100",  # by hand: promote measures it
             "deploy.function.provisioned_concurrency=0",  # moto lacks put_provisioned_concurrency_config
         ]
     ).deploy

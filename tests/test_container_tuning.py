@@ -96,7 +96,8 @@ def test_the_tuned_environment_reaches_the_sagemaker_model(trained_run, fresh_aw
 
     cfg = load_config(
         ["deploy=sagemaker", "deploy.bucket=dogbreeds-models", "deploy.image_uri=763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312",
-         "deploy.function.provisioned_concurrency=0", "deploy.instance_type=ml.m5.xlarge"]
+         "deploy.function.provisioned_concurrency=0", "deploy.instance_type=ml.m5.xlarge",
+         "deploy.autoscaling.target_invocations_per_instance=100"]
     )  # fmt: skip
     tarball = build_package(trained_run.result.best_checkpoint, tmp_path / "model.tar.gz")
     plan = promote.sagemaker_plan(cfg, trained_run.result.run_id, tarball)

@@ -120,11 +120,22 @@ def test_promote_local_then_invoke_returns_the_right_breed(trained_run, tmp_path
     aws = cfg.copy()
     aws.deploy.target, aws.deploy.bucket = "sagemaker", "dogbreeds-e2e"
     aws.deploy.function.provisioned_concurrency = 0  # not in moto (Stubber-tested in test_aws_deploy)
+    aws.deploy.autoscaling.measure_seconds = 1.0  # the target is measured: the local stack, briefly
     printed: list[str] = []
     promote(aws, dry_run=True, echo=printed.append)
     assert any("create    endpoint " in line for line in printed)
+    assert any(line.startswith("autoscaling target ") and "in the local stack" in line for line in printed)
     assert boto3.client("sagemaker").list_endpoints()["Endpoints"] == []
-    deployed = promote(aws, echo=lambda _: None).deployment
+    promoted_aws = promote(aws, echo=lambda _: None)
+    deployed, measured = promoted_aws.deployment, promoted_aws.capacity
+    # the measured target reaches the scaling policy, and the version records how it was obtained
+    policy = boto3.client("application-autoscaling").describe_scaling_policies(ServiceNamespace="sagemaker")
+    target = policy["ScalingPolicies"][0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+    assert measured.req_s > 0 and target == measured.target_per_minute
+    version = MlflowClient(cfg.tracking_uri).get_model_version_by_alias("dogbreeds", "champion")
+    assert float(version.tags["dogbreeds.capacity.target_per_minute"]) == target
+    assert version.tags["dogbreeds.capacity.stack"] == "local"
+    assert version.tags["dogbreeds.gate.stack"] == "local"
     assert (
         boto3.client("sagemaker").describe_endpoint(EndpointName="dogs-e2e")["EndpointStatus"] == "InService"
     )

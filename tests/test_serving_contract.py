@@ -11,29 +11,29 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers.aws_stack import aws_stack
 from helpers.images import distinct_jpegs
-from helpers.inference_image import INFERENCE_IMAGE, VERSIONS
 from helpers.serving_contract import B64, BAD_INPUTS, CUSTOM, GOOD, error_message, invoke
 
 from conf.loader import load_config
 from deploy import promote
+from deploy.image_stack.environment import ImageEnvError
+from deploy.image_stack.inference_image import inference_image, versions
+from deploy.image_stack.torchserve import serve
 from deploy.local_endpoint.process import start_in_thread
 from deploy.packaging.builder import build_package, unpack
 
 pytestmark = pytest.mark.slow
 RUNTIMES = ["local", "aws-stack"]
+DEPLOY = load_config([]).deploy  # the default deploy image's versions
 
 
 @pytest.fixture(scope="module")
 def runtimes(trained_run, tmp_path_factory):
     """Both runtimes serving the same package, with the same serve limits."""
-    from helpers.image_env import ImageEnvError
-
     try:
-        INFERENCE_IMAGE.build()
+        python = inference_image(DEPLOY).build()
     except ImageEnvError as err:
-        pytest.fail(f"{err}\n(build it once with: python tests/helpers/inference_image.py)", pytrace=False)
+        pytest.fail(f"{err}\n(build it once with: python -m deploy.image_stack)", pytrace=False)
     root = tmp_path_factory.mktemp("contract")
     cfg = load_config(["serve.port=0", "deploy.target=sagemaker", "deploy.instance_type=ml.m5.large"])
     tarball = build_package(trained_run.result.best_checkpoint, root / "model.tar.gz")
@@ -42,7 +42,8 @@ def runtimes(trained_run, tmp_path_factory):
     base = root / "aws"
     base.mkdir()
     try:
-        with aws_stack(package, base, promote.serving_environment(tarball, cfg.serve, cfg.deploy)) as url:
+        environment = promote.serving_environment(tarball, cfg.serve, cfg.deploy)
+        with serve(python, package, base, environment) as url:
             yield {"local": local.url, "aws-stack": url}
     finally:
         local.stop()
@@ -55,14 +56,14 @@ def predictions(answer: dict) -> list[tuple[str, float]]:
 def test_the_stack_runs_the_deploy_images_versions(runtimes):
     import subprocess
 
-    python = INFERENCE_IMAGE.built_python()
+    python, image = inference_image(DEPLOY).built_python(), versions(DEPLOY)
     done = subprocess.run(
         [str(python), "-c", "import sys, torch, torchvision; print(sys.version[:4], torch.__version__, torchvision.__version__)"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     py, torch_version, torchvision_version = done.stdout.split()
     assert (py, torch_version.split("+")[0], torchvision_version.split("+")[0]) == (
-        VERSIONS.python, VERSIONS.torch, VERSIONS.torchvision,
+        image.python, image.torch, image.torchvision,
     )  # fmt: skip
 
 

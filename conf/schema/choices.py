@@ -91,6 +91,13 @@ class DeployTarget(StrEnum):
     sagemaker = "sagemaker"
 
 
+class GateStack(StrEnum):
+    """Where promote's gate serves the package: in-process here, or in the deploy image's own stack."""
+
+    local = "local"
+    container = "container"
+
+
 class Traffic(StrEnum):
     """How a SageMaker endpoint update shifts traffic to the new model."""
 

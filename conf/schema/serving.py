@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from conf.schema.choices import DeployTarget, Device, Traffic
+from conf.schema.choices import DeployTarget, Device, GateStack, Traffic
 
 
 @dataclass
@@ -52,7 +52,12 @@ class AutoscalingConfig:
     min_instances: int = 1
     max_instances: int = 5
     # Target tracking on SageMakerVariantInvocationsPerInstance (invocations per instance per minute).
-    target_invocations_per_instance: float = 100.0
+    # null: measured by promote (deploy/capacity.py): the package's req/s in the gate's stack, scaled to
+    # the instance type's vCPUs, times `headroom`, per minute; the figure is recorded on the model version.
+    target_invocations_per_instance: float | None = None
+    headroom: float = 0.7  # share of the measured capacity an instance is kept at
+    measure_concurrency: int = 8  # concurrent clients while measuring
+    measure_seconds: float = 5.0
     scale_in_cooldown_s: int = 60
     scale_out_cooldown_s: int = 60
 
@@ -122,6 +127,11 @@ class DeployConfig:
     # epoch of its best checkpoint within this, and score no worse than @champion's package (on the
     # same validation split) by more than this; `promote --force` overrides the second check.
     gate_tolerance: float = 0.02
+    # Where the gates serve packages. local: this environment's serving code, in-process (fast, no extra
+    # set-up). container: the deploy image's stack (its Python/torch/torchvision, TorchServe and AWS's
+    # inference toolkit; built once by `python -m deploy.image_stack`, needs Java), so a package the image
+    # cannot load is refused before any AWS call. Use container before a SageMaker deploy.
+    gate_stack: GateStack = GateStack.local
     endpoint_name: str = "dogbreeds"
     local_port: int = 8080
     region: str = "us-east-1"

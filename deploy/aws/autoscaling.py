@@ -42,6 +42,10 @@ def register_target_request(target: str, scaling, tags: dict[str, str]) -> dict:
 
 
 def tracking_configuration(scaling) -> dict:
+    if scaling.target_invocations_per_instance is None:  # promote measures it first (deploy/capacity.py)
+        raise ConfigError(
+            "deploy.autoscaling.target_invocations_per_instance is null (measured by promote): set a number"
+        )
     return {
         "TargetValue": float(scaling.target_invocations_per_instance),
         "PredefinedMetricSpecification": {"PredefinedMetricType": METRIC},

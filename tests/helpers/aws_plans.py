@@ -43,7 +43,13 @@ CANARY_WITH_ROLLBACK = {
 
 def deploy_cfg(*overrides: str):
     return load_config(
-        ["deploy=sagemaker", "deploy.bucket=dogbreeds-models", "deploy.endpoint_name=dogs", *overrides]
+        [
+            "deploy=sagemaker",
+            "deploy.bucket=dogbreeds-models",
+            "deploy.endpoint_name=dogs",
+            "deploy.autoscaling.target_invocations_per_instance=100",  # set by hand: promote measures it
+            *overrides,
+        ]  # fmt: skip
     ).deploy
 
 

@@ -16,11 +16,7 @@ from pathlib import Path
 
 from conf.image_versions import image_versions
 from conf.schema.training import BackendConfig
-
-if __package__:  # imported by the tests as helpers.training_image
-    from .image_env import ImageEnv, ImageEnvError
-else:  # run as a script (CI builds it before the tests)
-    from image_env import ImageEnv, ImageEnvError
+from deploy.image_stack.environment import ImageEnv, ImageEnvError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _DEFAULT = BackendConfig()  # backend.framework_version / py_version of the default image

@@ -1,6 +1,6 @@
 """A virtual environment with one of AWS's PyTorch images' Python, torch and torchvision (plus what the
-image adds on top), built once outside the repository and reused: ``training_image.py`` and
-``inference_image.py`` describe the two images, this module builds them.
+image adds on top), built once outside the repository and reused: ``inference_image.py`` (and the tests'
+``helpers/training_image.py``) describe the images, this module builds them.
 
 Why: code that runs in those images (the training job's entry point, the packaged serving code) must be
 tested on their versions, not on the development environment's; no Docker, so the environment is what the
@@ -18,8 +18,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from conf.errors import DogbreedsError
 
-class ImageEnvError(RuntimeError):
+
+class ImageEnvError(DogbreedsError):
     """The environment cannot be built here; the message says what is missing and how to provide it."""
 
 
