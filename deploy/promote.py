@@ -63,7 +63,9 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
             "deploy.assume_absent=true plans as if nothing existed in AWS: use it with --dry-run only"
         )
     client = MlflowClient(resolve_tracking_uri(cfg.tracking_uri))
-    choice = registry.select_run(client, cfg.experiment_name, objective, deploy.run_id, deploy.sweep)
+    choice = registry.select_run(
+        client, cfg.experiment_name, objective, deploy.run_id, deploy.sweep, deploy.max_latency_ms
+    )
     echo(f"promoting {choice.reason}")
 
     workdir = Path(cfg.output_dir) / "promote"

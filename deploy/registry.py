@@ -18,6 +18,7 @@ from lightning_app.objective import Objective
 from lightning_app.tracking import MODEL_ARTIFACT
 
 CHAMPION, PREVIOUS = "champion", "previous"
+LATENCY_METRIC = "latency_ms"  # logged on trial runs by sweeps with sweep.objectives including latency_ms
 
 
 class RunSelectionError(DogbreedsError):
@@ -32,12 +33,19 @@ class RunChoice:
 
 
 def select_run(
-    client: MlflowClient, experiment_name: str, objective: Objective, run_id=None, sweep=None
+    client: MlflowClient,
+    experiment_name: str,
+    objective: Objective,
+    run_id=None,
+    sweep=None,
+    max_latency_ms: float | None = None,
 ) -> RunChoice:
-    """The explicit ``run_id``, else the best FINISHED trial of ``sweep`` (the latest sweep when None).
+    """The explicit ``run_id``, else the best FINISHED trial of ``sweep`` (the latest sweep when None)
+    among those whose logged ``latency_ms`` is at most ``max_latency_ms`` (when given).
 
     Only sweep trials are candidates: a stray ``train`` run (a quick try, a debugging run) is never
-    promoted by accident; promote it with ``deploy.run_id`` when that is what you mean.
+    promoted by accident; promote it with ``deploy.run_id`` when that is what you mean (the latency
+    limit then does not apply: an explicit run is promoted as named).
     """
     metric = objective.metric
     if run_id:
@@ -76,15 +84,42 @@ def select_run(
             + ("" if sweep else " (the latest sweep; choose another with deploy.sweep=STUDY)")
             + ", or promote a run with deploy.run_id=RUN_ID"
         )
+    finished = len(runs)
+    limit = ""
+    if max_latency_ms is not None:
+        runs = under_latency(runs, max_latency_ms, study)
+        limit = f" with {LATENCY_METRIC} <= {max_latency_ms:g} (of {finished})"
     best = runs[0]
     value = best.data.metrics[metric]
     name = best.data.tags.get("mlflow.runName", "")
+    latency = best.data.metrics.get(LATENCY_METRIC)
+    measured = f", {LATENCY_METRIC}={latency:.2f}" if latency is not None else ""
     return RunChoice(
         best.info.run_id,
         value,
-        f"run {best.info.run_id} ({name}): {metric}={value:.4f}, the {objective.best_word} "
-        f"of {len(runs)} finished trials of sweep {study!r} in experiment {experiment_name!r}",
+        f"run {best.info.run_id} ({name}): {metric}={value:.4f}{measured}, the {objective.best_word} "
+        f"of {len(runs)} finished trials{limit} of sweep {study!r} in experiment {experiment_name!r}",
     )
+
+
+def under_latency(runs: list, max_latency_ms: float, study: str) -> list:
+    """The runs (kept in order) whose measured batch-1 CPU p50 latency is at most ``max_latency_ms``."""
+    measured = [run for run in runs if LATENCY_METRIC in run.data.metrics]
+    if not measured:
+        raise RunSelectionError(
+            f"deploy.max_latency_ms={max_latency_ms:g}: none of the {len(runs)} finished trials of sweep "
+            f"{study!r} logged {LATENCY_METRIC}; sweep with sweep.objectives=[val_acc, latency_ms] to "
+            "measure it, or drop deploy.max_latency_ms"
+        )
+    under = [run for run in measured if run.data.metrics[LATENCY_METRIC] <= max_latency_ms]
+    if not under:
+        fastest = min(measured, key=lambda run: run.data.metrics[LATENCY_METRIC])
+        raise RunSelectionError(
+            f"deploy.max_latency_ms={max_latency_ms:g}: no finished trial of sweep {study!r} is that fast; "
+            f"the fastest, run {fastest.info.run_id}, takes {fastest.data.metrics[LATENCY_METRIC]:.2f} ms "
+            "(raise the limit, or sweep smaller models)"
+        )
+    return under
 
 
 def latest_sweep(client: MlflowClient, experiment_id: str, experiment_name: str) -> str:

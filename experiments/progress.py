@@ -16,18 +16,13 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from experiments.objectives import best_trial
+
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
 def counts(study: optuna.Study) -> Counter:
     return Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
-
-
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # nothing completed yet
-        return None
 
 
 def progress_line(study: optuna.Study, n_trials: int | None) -> str:
@@ -37,7 +32,7 @@ def progress_line(study: optuna.Study, n_trials: int | None) -> str:
     parts = [f"{finished}{target} done"] + [f"{by_state[s]} {s.lower()}" for s in STATES if by_state[s]]
     best = best_trial(study)
     if best is not None:
-        parts.append(f"best {best.value:.4f} (trial {best.number}: {_params(best)})")
+        parts.append(f"best {_values(best)} (trial {best.number}: {_params(best)})")
     return f"[{study.study_name}] " + ", ".join(parts)
 
 
@@ -51,7 +46,7 @@ def progress_table(study: optuna.Study, n_trials: int | None) -> Table:
     table.add_row(
         f"{done}/{n_trials}" if n_trials else str(done),
         *(str(by_state[s]) for s in STATES),
-        f"{best.value:.4f}" if best else "-",
+        _values(best) if best else "-",
         _params(best) if best else "-",
     )
     return table
@@ -74,7 +69,7 @@ def summary_table(study: optuna.Study) -> Table:
         table.add_row(
             str(trial.number),
             trial.state.name,
-            f"{trial.value:.4f}" if trial.value is not None else "-",
+            _values(trial),
             str(len(trial.intermediate_values) or trial.user_attrs.get("epochs", "-")),
             seconds,
             _params(trial),
@@ -102,3 +97,11 @@ def _refresh(live: Live, study: optuna.Study, n_trials: int | None) -> None:
 
 def _params(trial: optuna.trial.FrozenTrial) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+
+
+def _values(trial: optuna.trial.FrozenTrial) -> str:
+    """``0.9123``, or ``0.9123 / 4.21`` for the objectives of a multi-objective study."""
+    return (
+        " / ".join(f"{value:.4g}" if abs(value) >= 1e4 else f"{value:.4f}" for value in trial.values or [])
+        or "-"
+    )

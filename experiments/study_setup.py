@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from conf.errors import DogbreedsError
 from conf.schema.choices import Pruner, Sampler
 from experiments import sweep_tracking
+from experiments.objectives import SweepObjectives
 from experiments.storage_retry import RetryingRDBStorage
 from lightning_app import tracking
-from lightning_app.objective import Objective
 
 SAMPLERS = {
     Sampler.tpe: optuna.samplers.TPESampler,
@@ -67,6 +67,21 @@ def check_sweep_config(sweep: DictConfig) -> None:
             raise SweepConfigError(f"sweep.{name}={sweep[name]}: must be a positive number of seconds")
 
 
+def check_objectives(cfg: DictConfig) -> SweepObjectives:
+    """``sweep.objectives`` against ``sweep.metric`` and the sampler (names are checked by the schema)."""
+    objectives = SweepObjectives.of(cfg)
+    problems = objectives.problems()
+    if problems:
+        listed = "[" + ", ".join(objectives.names) + "]"
+        raise SweepConfigError(f"sweep.objectives={listed}: " + "; ".join(problems))
+    if objectives.multi and cfg.sweep.sampler == Sampler.cmaes:
+        raise SweepConfigError(
+            "sweep.sampler=cmaes cannot search a multi-objective study (sweep.objectives): use tpe, "
+            "nsgaii, gp, random or qmc"
+        )
+    return objectives
+
+
 def build_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
     """Seeded for reproducibility; each worker adds its index so workers do not sample in lockstep."""
     sweep = cfg.sweep
@@ -74,7 +89,10 @@ def build_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
     return _build("sampler", SAMPLERS, sweep.sampler, sweep.sampler_args, {"seed": seed})
 
 
-def build_pruner(sweep: DictConfig) -> optuna.pruners.BasePruner:
+def build_pruner(sweep: DictConfig, multi_objective: bool = False) -> optuna.pruners.BasePruner:
+    """No pruner for multi-objective studies: Optuna cannot prune them (``experiments/objectives.py``)."""
+    if multi_objective:
+        return optuna.pruners.NopPruner()
     return _build("pruner", PRUNERS, sweep.pruner, sweep.pruner_args, {})
 
 
@@ -122,6 +140,8 @@ def default_study_name(cfg: DictConfig) -> str:
     searched.pop("output_dir", None)
     for key in RUN_CONTROL_KEYS:
         searched["sweep"].pop(key, None)
+    if not searched["sweep"].get("objectives"):  # single-objective studies keep their pre-objectives names
+        searched["sweep"].pop("objectives", None)
     digest = hashlib.sha256(json.dumps(searched, sort_keys=True, default=str).encode()).hexdigest()
     return f"{cfg.experiment_name}-{digest[:10]}"
 
@@ -134,29 +154,31 @@ def open_study(
     cfg: DictConfig, storage: optuna.storages.RDBStorage, sampler, pruner
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists. Returns ``(study, created_here)``."""
-    direction = Objective.of(cfg).optuna_direction
+    objectives = SweepObjectives.of(cfg)
+    directions = objectives.directions
     kwargs = dict(study_name=study_name(cfg), storage=storage)
     kwargs.update(sampler=sampler, pruner=pruner)
     try:
-        study = optuna.create_study(direction=direction, **kwargs)
+        study = optuna.create_study(directions=directions, **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
     else:
-        name_objective(study, Objective.of(cfg).metric)
+        name_objectives(study, list(objectives.names))
         return study, True
-    if study.direction.name.lower() != direction:
+    existing = [direction.name.lower() for direction in study.directions]
+    if existing != directions:
         raise SweepConfigError(
-            f"study {kwargs['study_name']} was created to {study.direction.name.lower()}, but "
-            f"sweep.direction={direction}; pick another sweep.study_name"
+            f"study {kwargs['study_name']} was created to {'/'.join(existing)}, but sweep.direction and "
+            f"sweep.objectives ask to {'/'.join(directions)}; pick another sweep.study_name"
         )
     return study, False
 
 
-def name_objective(study: optuna.Study, metric: str) -> None:
-    """Name the objective after the metric, so optuna-dashboard shows ``val_acc``, not "Objective 0"."""
+def name_objectives(study: optuna.Study, names: list[str]) -> None:
+    """Name the objectives after the metrics, so optuna-dashboard shows ``val_acc``, not "Objective 0"."""
     with warnings.catch_warnings():  # stable since Optuna 3.2 despite the label
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([metric])
+        study.set_metric_names(names)
 
 
 def parent_run_id(cfg: DictConfig, study: optuna.Study, created: bool, client: MlflowClient) -> str:

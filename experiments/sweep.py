@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 from rich.console import Console
 
-from experiments import progress, study_setup, sweep_tracking
+from experiments import objectives, progress, study_setup, sweep_tracking
 from experiments.search_space import SearchParam, parse_space
 from experiments.trial import StaleTrialHandler, TrialObjective
 from lightning_app import tracking
@@ -55,11 +55,18 @@ def run_sweep(cfg: DictConfig, overrides: list[str] = (), console: Console | Non
     console = console or Console(soft_wrap=True)
     params = parse_space(cfg)
     study_setup.check_sweep_config(cfg.sweep)
+    sweep_objectives = study_setup.check_objectives(cfg)
     tracking_uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
     check_not_distributed_launch()
     if cfg.sweep.workers > 1:
         check_tracking_for_workers(tracking_uri)
-    sampler, pruner = study_setup.build_sampler(cfg), study_setup.build_pruner(cfg.sweep)
+    sampler = study_setup.build_sampler(cfg)
+    pruner = study_setup.build_pruner(cfg.sweep, sweep_objectives.multi)
+    if sweep_objectives.multi and cfg.sweep.pruner != "none":
+        console.print(
+            f"sweep.objectives={list(sweep_objectives.names)}: pruning is off (sweep.pruner={cfg.sweep.pruner} "
+            "not used), since Optuna cannot prune multi-objective trials; every trial trains to the end"
+        )
     client = MlflowClient(tracking_uri)
     stale = StaleTrialHandler(tracking_uri, cfg.experiment_name, cfg.sweep.max_retries)
     storage = study_setup.build_storage(cfg.sweep, stale)
@@ -118,11 +125,11 @@ def finish(cfg: DictConfig, study, parent_id: str, client: MlflowClient, console
     console.print(progress.summary_table(study))
     parent = client.get_run(parent_id)
     experiment_id = parent.info.experiment_id
-    best = progress.best_trial(study)
+    best = objectives.best_trial(study)
     best_run_id = parent.data.tags.get("best_run_id") if best is not None else None
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
     if best_run_id:
-        console.print(f"best: trial {best.number}, {cfg.sweep.metric}={best.value:.4f}, {best.params}")
+        console.print(f"best: trial {best.number}, {cfg.sweep.metric}={best.values[0]:.4f}, {best.params}")
         console.print(f"best run: {sweep_tracking.run_link(uri, experiment_id, best_run_id)}")
     else:
         console.print("no trial completed: see the fail reasons above")
@@ -131,7 +138,7 @@ def finish(cfg: DictConfig, study, parent_id: str, client: MlflowClient, console
         study.study_name,
         parent_id,
         best_run_id,
-        best.value if best is not None else None,
+        best.values[0] if best is not None else None,
         dict(best.params) if best is not None else {},
         states,
     )

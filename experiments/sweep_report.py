@@ -15,7 +15,11 @@ Plots, each only when the study has what it needs:
 - ``param_importances``: only with two or more searched parameters and three completed trials, since
   one parameter always gets importance 1.0 and fewer trials say nothing.
 
-The objective is named after the sweep's metric (``target_name``) instead of "Objective Value".
+- ``pareto_front`` (multi-objective studies, ``sweep.objectives``): every completed trial against the
+  objectives, the Pareto-optimal ones highlighted.
+
+The objective is named after the sweep's metric (``target_name``) instead of "Objective Value"; in a
+multi-objective study the other plots show the metric (the first objective).
 """
 
 from __future__ import annotations
@@ -53,6 +57,18 @@ def plots_for(study: optuna.Study, metric: str) -> list[Plot]:
     searched = {name for trial in completed for name in trial.params}
     named = {"target_name": metric}
     plots = []
+    if len(study.directions) > 1:
+        named["target"] = lambda trial: trial.values[0]
+        if completed:
+            names = {"target_names": study.metric_names}
+            plots.append(
+                Plot(
+                    "pareto_front",
+                    " against ".join(study.metric_names or ()) + ": Pareto front",
+                    lambda s: plotly_plots.plot_pareto_front(s, **names),
+                    lambda s: static_plots.plot_pareto_front(s, **names),
+                )
+            )
     if completed:
         plots.append(
             Plot(

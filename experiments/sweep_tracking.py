@@ -12,7 +12,8 @@ Tags (constants below) are the contract other tools query:
 
   Its best checkpoint is under artifact dir ``checkpoints/``, its model under ``model``.
 - the parent: ``best_<metric>`` metric (history = progress), ``best_run_id``, ``best_trial_number`` and
-  ``best_params.<key>`` tags, the sweep report under ``plots/`` (``sweep_report.html``, one PNG per plot). Params are written once, at creation,
+  ``best_params.<key>`` tags (multi-objective: the most accurate trial), the Pareto front of a multi-objective
+  sweep (``pareto_front.csv``/``.json``), the sweep report under ``plots/`` (``sweep_report.html``, one PNG per plot). Params are written once, at creation,
   because MLflow params are immutable and a resumed study may change ``n_trials``.
 """
 
@@ -29,7 +30,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy.engine import make_url
 
-from experiments import sweep_report
+from experiments import objectives, sweep_report
 from lightning_app import tracking
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,8 @@ def update_best(client: MlflowClient, parent_run_id: str, study: optuna.Study, m
     Concurrent workers may interleave here; each call re-derives the answer from the study (the source
     of truth), so the last call, made when a worker finishes, leaves it right.
     """
-    try:
-        best = study.best_trial
-    except ValueError:  # no completed trial yet
+    best = objectives.best_trial(study)
+    if best is None:  # no completed trial yet
         return
     parent = client.get_run(parent_run_id)
     experiment_id = parent.info.experiment_id
@@ -137,19 +137,24 @@ def update_best(client: MlflowClient, parent_run_id: str, study: optuna.Study, m
         if run.info.run_id != best_run.info.run_id:
             client.delete_tag(run.info.run_id, BEST_TAG)
     if parent.data.tags.get("best_run_id") != best_run.info.run_id:
-        client.log_metric(parent_run_id, f"best_{metric}", best.value, step=len(study.trials))
+        client.log_metric(parent_run_id, f"best_{metric}", best.values[0], step=len(study.trials))
     client.set_tag(parent_run_id, "best_run_id", best_run.info.run_id)
     client.set_tag(parent_run_id, "best_trial_number", str(best.number))
-    client.set_tag(parent_run_id, f"best_{metric}", str(best.value))
+    client.set_tag(parent_run_id, f"best_{metric}", str(best.values[0]))
     for key, value in best.params.items():
         client.set_tag(parent_run_id, f"best_params.{key}", str(value))
 
 
 def log_plots(client: MlflowClient, parent_run_id: str, study: optuna.Study, metric: str) -> None:
-    """The sweep report (self-contained HTML + PNGs, see ``sweep_report``) under the parent's ``plots/``."""
+    """The sweep report (self-contained HTML + PNGs, see ``sweep_report``) under the parent's ``plots/``;
+    for multi-objective studies also the Pareto front as a table (CSV + JSON) at the artifact root."""
     with tempfile.TemporaryDirectory() as tmp:
         if sweep_report.write_report(study, metric, Path(tmp)):
             client.log_artifacts(parent_run_id, tmp, "plots")
+    if len(study.directions) > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            if objectives.write_front(study, Path(tmp)):
+                client.log_artifacts(parent_run_id, tmp)
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:

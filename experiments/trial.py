@@ -22,9 +22,9 @@ from omegaconf import DictConfig
 from optuna_integration import PyTorchLightningPruningCallback
 
 from experiments import sweep_tracking
+from experiments.objectives import SweepObjectives, measure_costs
 from experiments.search_space import SearchParam, apply_params
 from lightning_app import resume, tracking
-from lightning_app.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,11 @@ def trial_config(cfg: DictConfig, values: dict[str, object], trial_number: int) 
 
 
 class TrialObjective:
-    """The ``study.optimize`` objective: sample, train, report the metric, tag the run."""
+    """The ``study.optimize`` objective: sample, train, report the metric, tag the run.
+
+    Multi-objective studies (``sweep.objectives``): no pruning callback (Optuna cannot prune them), and
+    after training the serving costs of the kept network are measured and logged as metrics of its run.
+    """
 
     def __init__(self, cfg: DictConfig, params: list[SearchParam], parent_run_id: str, study_name: str):
         self.cfg = cfg
@@ -54,20 +58,23 @@ class TrialObjective:
         self.client = MlflowClient(tracking.resolve_tracking_uri(cfg.tracking_uri))
         self.experiment_id = self.client.get_run(parent_run_id).info.experiment_id
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         from lightning_app.train import train
 
-        metric = Objective.of(self.cfg).metric
+        objectives = SweepObjectives.of(self.cfg)
+        metric = objectives.metric.metric
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = {param.key: param.suggest(trial) for param in self.params}
         trial_cfg = trial_config(self.cfg, values, trial.number)
-        pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
+        pruning = None if objectives.multi else PyTorchLightningPruningCallback(trial, monitor=metric)
         tags = sweep_tracking.trial_tags(self.parent_run_id, self.study_name, trial.number)
         try:
-            result = train(trial_cfg, callbacks=[pruning], tags=tags)
-            pruning.check_pruned()  # under DDP, rank 0 stored its decision instead of raising
+            result = train(trial_cfg, callbacks=[pruning] if pruning else [], tags=tags)
+            if pruning:
+                pruning.check_pruned()  # under DDP, rank 0 stored its decision instead of raising
             if metric not in result.metrics:
                 raise KeyError(f"training logged no {metric}; logged: {sorted(result.metrics)}")
+            costs = self._log_costs(objectives, result, trial_cfg.data.image_size)
         except optuna.TrialPruned:
             self._end_run(trial.number, "PRUNED")
             raise
@@ -79,7 +86,18 @@ class TrialObjective:
         trial.set_user_attr("mlflow_run_id", result.run_id)
         trial.set_user_attr("epochs", result.epochs)
         self._end_run(trial.number, "COMPLETE")
+        if objectives.multi:
+            return objectives.values({**result.metrics, **costs})
         return result.metrics[metric]
+
+    def _log_costs(self, objectives: SweepObjectives, result, image_size: int) -> dict[str, float]:
+        """Measure the kept network's serving costs and log them on its run, where promote filters."""
+        if not objectives.costs:
+            return {}
+        costs = measure_costs(objectives.costs, result.best_checkpoint, image_size)
+        for name, value in costs.items():
+            self.client.log_metric(result.run_id, name, value)
+        return costs
 
     def _end_run(self, trial_number: int, state: str, reason: str | None = None) -> None:
         run = sweep_tracking.find_trial_run(self.client, self.experiment_id, self.study_name, trial_number)

@@ -11,7 +11,7 @@ import torch
 from helpers.images import b64
 from helpers.lambda_events import function_url, http_v2, rest_v1
 from helpers.servers import free_port
-from helpers.tracking_store import copy_tracking_store
+from helpers.tracking_store import copy_tracking_store, sweep_with_trials
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -22,7 +22,6 @@ from deploy.gate import PromotionRefused
 from deploy.invoke import event_for, invoke_local, parse_response
 from deploy.local_endpoint import background
 from deploy.promote import promote
-from experiments import sweep_tracking
 from lightning_app import tracking
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.images import eval_transform
@@ -174,22 +173,6 @@ def test_registry_moves_champion_and_keeps_previous(tmp_path):
     assert (again.version, again.previous_version) == ("2", "1")
     assert len(client.search_model_versions("name = 'dogs'")) == 2
     assert client.get_model_version_by_alias("dogs", "previous").run_id == run_ids[0]
-
-
-def sweep_with_trials(client, experiment: str, study: str, values: dict[str, list[float]]) -> list[str]:
-    """A sweep's MLflow side as ``dogbreeds sweep`` leaves it: a parent run, FINISHED trial runs."""
-    parent = sweep_tracking.create_parent_run(client, experiment, study, {})
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    trials = []
-    for number in range(len(next(iter(values.values())))):
-        tags = sweep_tracking.trial_tags(parent, study, number)
-        run_id = client.create_run(experiment_id, tags=tags).info.run_id
-        for metric, series in values.items():
-            client.log_metric(run_id, metric, series[number])
-        client.set_terminated(run_id)
-        trials.append(run_id)
-    client.set_terminated(parent)
-    return trials
 
 
 def test_run_selection_takes_a_sweeps_best_trial_and_explains_itself(tmp_path):

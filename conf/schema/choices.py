@@ -48,6 +48,17 @@ class Metric(StrEnum):
     val_acc_top5 = "val_acc_top5"
 
 
+class SweepObjective(StrEnum):
+    """What a sweep may optimize: a validation metric, or what the trained network costs to serve
+    (batch-1 CPU p50 latency in ms, parameter count; see lightning_app/latency.py)."""
+
+    val_acc = "val_acc"
+    val_loss = "val_loss"
+    val_acc_top5 = "val_acc_top5"
+    latency_ms = "latency_ms"
+    params = "params"
+
+
 class Direction(StrEnum):
     maximize = "maximize"
     minimize = "minimize"

@@ -122,6 +122,9 @@ class DeployConfig:
     run_id: str | None = None
     # The study whose trials are candidates; null: the latest sweep of experiment_name.
     sweep: str | None = None
+    # Only trials whose batch-1 CPU p50 latency (the metric latency_ms, logged by sweeps with
+    # sweep.objectives including latency_ms) is at most this are candidates; null: no limit.
+    max_latency_ms: float | None = None
     registered_model: str = "dogbreeds"  # MLflow Model Registry name (aliases champion / previous)
     # Gate: the package, loaded by the serving code, must reproduce the run's val accuracy at the
     # epoch of its best checkpoint within this, and score no worse than @champion's package (on the

@@ -16,6 +16,7 @@ from conf.schema.choices import (
     Pruner,
     Sampler,
     Scheduler,
+    SweepObjective,
 )
 
 
@@ -175,6 +176,10 @@ class SweepConfig:
     # of `train`, the sweep's trial values and pruning, and the run `promote` picks all follow it.
     metric: Metric = Metric.val_acc
     direction: Direction = Direction.maximize
+    # Empty: optimize sweep.metric alone. Two or more: a multi-objective study over sweep.metric (in
+    # sweep.direction) and serving costs, minimized: 'sweep.objectives=[val_acc, latency_ms]' (or params).
+    # The Pareto front goes to the parent run; pruning is off (Optuna cannot prune multi-objective trials).
+    objectives: list[SweepObjective] = field(default_factory=list)
     # Finished (complete + pruned) trials the study should reach across all workers; re-runs resume.
     n_trials: int | None = 20
     timeout_s: float | None = None  # stop starting trials after this many seconds (per worker)
