@@ -122,3 +122,17 @@ def test_promote_picks_the_most_accurate_trial_under_the_latency_limit(tmp_path)
         registry.RunSelectionError, match="none of the 2 finished trials .* logged latency_ms"
     ):
         registry.select_run(client, "deploy", by_acc, max_latency_ms=100)
+
+
+def test_the_front_table_and_the_best_trial_of_a_multi_objective_study(tmp_path):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study_setup.name_objectives(study, ["val_acc", "latency_ms"])
+    for acc, ms in [(0.9, 20.0), (0.8, 5.0), (0.7, 30.0), (0.9, 25.0)]:  # trial 2 and 3 are dominated
+        study.enqueue_trial({"lr": acc / 10})
+        study.optimize(lambda t, v=(acc, ms): (t.suggest_float("lr", 0.01, 0.1), v)[1], n_trials=1)
+    assert objectives.best_trial(study).number == 0  # the most accurate; the earliest on a tie
+    assert [row["trial"] for row in objectives.front_rows(study)] == [0, 1]
+    table, document = objectives.write_front(study, tmp_path)
+    assert table.read_text().splitlines()[1].startswith("0,,0.9,20.0,0.09")
+    assert json.loads(document.read_text())["objectives"] == ["val_acc", "latency_ms"]
+    assert objectives.best_trial(optuna.create_study(directions=["maximize", "minimize"])) is None
