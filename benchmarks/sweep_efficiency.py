@@ -136,7 +136,7 @@ def sweep_once(work: Path, data: Path, tracking_uri: str, arm: str, seed: int, a
     finished = sorted(
         (t for t in study.trials if t.datetime_complete and t.intermediate_values),
         key=lambda t: t.datetime_complete,
-    )
+    )[: args.trials]  # two workers may finish one trial past n_trials: compare arms on equal trial counts
     # (epochs spent so far, best accuracy so far) after each trial, in the order trials ended.
     curve, spent, best = [], 0, 0.0
     for trial in finished:
