@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 
 from conf.loader import ConfigError
 from lightning_app import layout, resized_copies, s3_sync
-from lightning_app.images import ImageSamples, eval_resize, eval_transform, train_transform
+from lightning_app.augment import TrainAugment
+from lightning_app.images import ImageSamples, eval_resize, eval_transform
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class DogBreedsDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         cfg = self.cfg
         transform = (
-            train_transform(cfg.image_size, cfg.augment)
+            TrainAugment(cfg.image_size, cfg.augment)
             if train
             else eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
         )
