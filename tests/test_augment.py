@@ -1,11 +1,12 @@
 """TrainAugment: the classic train augmentations on PIL, uint8 out, driven by torch's RNG."""
 
 import numpy as np
+import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from conf.loader import load_config
-from lightning_app.augment import TrainAugment
+from lightning_app.augment import TrainAugment, brightness, contrast
 
 
 def photo(width: int, height: int) -> Image.Image:
@@ -37,3 +38,11 @@ def test_with_every_augmentation_off_it_is_a_plain_resize():
     image = photo(100, 100)
     expected = np.asarray(image.resize((48, 48), Image.BILINEAR)).transpose(2, 0, 1)
     assert np.array_equal(augment(image).numpy(), expected)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.8, 1.0, 1.2, 3.0])
+def test_table_jitters_give_the_bytes_of_pillows_enhancers(factor):
+    image = photo(90, 70)
+    pairs = [(brightness, ImageEnhance.Brightness), (contrast, ImageEnhance.Contrast)]
+    for ours, pillows in pairs:
+        assert np.array_equal(np.asarray(ours(image, factor)), np.asarray(pillows(image).enhance(factor)))
