@@ -3,8 +3,8 @@
 1. Step: ``BreedClassifier`` driven by a Lightning ``Trainer`` vs a hand-written PyTorch loop over the same
    model, optimizer, loss and batches. Inputs are pre-decoded tensors in memory, so only the step is timed
    (forward, backward, optimizer, and for ours the metric updates, logging and hooks). Target ratio >= 0.95.
-2. Data: ``DogBreedsDataModule``'s train loader (reduced-scale JPEG decode, augmentation on the small PIL
-   image), by default and with ``data.resized_copies=true``, vs ``torchvision.datasets.ImageFolder`` + the
+2. Data: ``DogBreedsDataModule``'s train loader (reduced-scale JPEG decode, ``TrainAugment`` on the PIL
+   image, uint8 batches normalised in this process as the module does on the device), by default and with ``data.resized_copies=true``, vs ``torchvision.datasets.ImageFolder`` + the
    classic PIL transforms (full decode), same output size, same augmentations, same loader settings, on
    generated JPEGs of several hundred pixels a side. Target >= 2x.
 
