@@ -75,6 +75,12 @@ class BreedClassifier(L.LightningModule):
         if self.cfg.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
             self.model = torch.compile(self.model)
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if hasattr(images, "decode"):  # data.decode_device: bytes, decoded and augmented on that device
+            images = images.decode(self.training)
+        return images, labels
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         if images.dtype == torch.uint8:
