@@ -3,8 +3,8 @@
 1. Step: ``BreedClassifier`` driven by a Lightning ``Trainer`` vs a hand-written PyTorch loop over the same
    model, optimizer, loss and batches. Inputs are pre-decoded tensors in memory, so only the step is timed
    (forward, backward, optimizer, and for ours the metric updates, logging and hooks). Target ratio >= 0.95.
-2. Data: ``DogBreedsDataModule``'s train loader (reduced-scale JPEG decode, augmentation on the small PIL
-   image), by default and with ``data.resized_copies=true``, vs ``torchvision.datasets.ImageFolder`` + the
+2. Data: ``DogBreedsDataModule``'s train loader (reduced-scale JPEG decode, ``TrainAugment`` on the PIL
+   image, uint8 batches normalised in this process as the module does on the device), by default and with ``data.resized_copies=true``, vs ``torchvision.datasets.ImageFolder`` + the
    classic PIL transforms (full decode), same output size, same augmentations, same loader settings, on
    generated JPEGs of several hundred pixels a side. Target >= 2x.
 
@@ -34,6 +34,7 @@ from torchvision import transforms
 
 from conf.loader import load_config
 from lightning_app.datamodule import DogBreedsDataModule
+from lightning_app.device_decode import EncodedBatch
 from lightning_app.images import normalize_uint8
 from lightning_app.module import BreedClassifier
 from lightning_app.sample_data import generate
@@ -164,9 +165,13 @@ def epoch_rate(loader: DataLoader) -> float:
     ``BreedClassifier.on_after_batch_transfer`` does, so that cost is counted."""
     started, count = time.perf_counter(), 0
     for images, _ in loader:
+        if isinstance(images, EncodedBatch):  # data.decode_device: decoded + augmented on the device here
+            images = images.decode(train=True)
         if images.dtype == torch.uint8:
-            images = normalize_uint8(images, MEAN, STD)
+            images = normalize_uint8(images, MEAN.to(images.device), STD.to(images.device))
         count += len(images)
+    if images.device.type == "cuda":
+        torch.cuda.synchronize()
     return count / (time.perf_counter() - started)
 
 
@@ -191,6 +196,14 @@ def data_benchmark(data_root: Path, image_size: int, cache_dir: Path, args) -> d
         "copies": with_copies.train_dataloader(),
         "naive": naive_loader(data_root, image_size, cfg.data.augment, args.batch_size, args.workers),
     }
+    if (
+        args.decode_device
+    ):  # workers read bytes only; decode + augment on the device (lightning_app/device_decode.py)
+        on_device = DogBreedsDataModule(
+            load_config([*overrides, f"data.decode_device={args.decode_device}"]).data
+        )
+        on_device.setup("fit")
+        loaders["device"] = on_device.train_dataloader()
     for loader in loaders.values():  # warm-up epoch: worker start-up, page cache
         epoch_rate(loader)
     rates: dict[str, list[float]] = {name: [] for name in loaders}
@@ -204,14 +217,25 @@ def data_benchmark(data_root: Path, image_size: int, cache_dir: Path, args) -> d
             flush=True,
         )
     copies = _summary(rates["copies"], rates["naive"], target=2.0)
-    return _summary(rates["ours"], rates["naive"], target=2.0) | {
-        "resized_copies": {k: copies[k] for k in ("ours_img_s", "ours_median_img_s", "ratio", "meets_target")}
-        | {"build_s": round(copies_build_s, 2)},
-        "image_size": image_size,
-        "batch_size": args.batch_size,
-        "num_workers": args.workers,
-        "images_per_epoch": len(loaders["ours"]) * args.batch_size,
-    }
+    device = {}
+    if args.decode_device:
+        on_device = _summary(rates["device"], rates["naive"], target=2.0)
+        device = {"decode_device": {"device": args.decode_device}
+                  | {k: on_device[k] for k in ("ours_img_s", "ours_median_img_s", "ratio")}}  # fmt: skip
+    return (
+        _summary(rates["ours"], rates["naive"], target=2.0)
+        | device
+        | {
+            "resized_copies": {
+                k: copies[k] for k in ("ours_img_s", "ours_median_img_s", "ratio", "meets_target")
+            }
+            | {"build_s": round(copies_build_s, 2)},
+            "image_size": image_size,
+            "batch_size": args.batch_size,
+            "num_workers": args.workers,
+            "images_per_epoch": len(loaders["ours"]) * args.batch_size,
+        }
+    )
 
 
 def _summary(ours: list[float], baseline: list[float], target: float) -> dict:
@@ -244,6 +268,11 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=48)
     parser.add_argument("--data-only", action="store_true", help="skip the step comparison")
+    parser.add_argument(
+        "--decode-device",
+        choices=["cpu", "cuda"],
+        help="also time data.decode_device=DEVICE (bytes-only workers)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -261,13 +290,18 @@ def main() -> None:
         data = []
         for size in (int(s) for s in args.data_sizes.split(",")):
             data.append(data_benchmark(data_root, size, Path(tmp) / "cache", args))
+            device = data[-1].get("decode_device")
             print(
                 f"data {size}px ratio ours/naive: {data[-1]['ratio']:.2f}, with data.resized_copies=true: "
-                f"{data[-1]['resized_copies']['ratio']:.2f} (target >= 2)"
+                f"{data[-1]['resized_copies']['ratio']:.2f}"
+                + (f", with data.decode_device={device['device']}: {device['ratio']:.2f}" if device else "")
+                + " (target >= 2)"
             )
 
     result = {
-        "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU",
+        "machine": f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
+        + (torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"),
+        "decode_device": args.decode_device,
         "torch": torch.__version__,
         "threads": args.threads,
         "dataset": f"generated, {args.classes} classes x {args.per_class} train JPEGs, 360-520 x 300-440 px",

@@ -15,7 +15,9 @@ from torch.utils.data import DataLoader
 
 from conf.loader import ConfigError
 from lightning_app import layout, resized_copies, s3_sync
-from lightning_app.images import ImageSamples, eval_resize, eval_transform, train_transform
+from lightning_app.augment import TrainAugment
+from lightning_app.device_decode import DeviceDecoder, EncodedCollate, EncodedSamples
+from lightning_app.images import ImageSamples, eval_resize, eval_transform
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +117,20 @@ class DogBreedsDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         cfg = self.cfg
-        transform = (
-            train_transform(cfg.image_size, cfg.augment)
-            if train
-            else eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
-        )
-        dataset = ImageSamples(self.splits[split].samples, transform, self._decode_side())
+        samples = self.splits[split].samples
+        collate = None
+        if cfg.decode_device:  # workers read bytes; the module decodes and augments on its device
+            dataset, collate = EncodedSamples(samples), EncodedCollate(DeviceDecoder(cfg))
+        else:
+            transform = (
+                TrainAugment(cfg.image_size, cfg.augment)
+                if train
+                else eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
+            )
+            dataset = ImageSamples(samples, transform, self._decode_side())
         return DataLoader(
             dataset,
+            collate_fn=collate,
             batch_size=self.per_device_batch_size,
             shuffle=train,
             drop_last=train and len(dataset) > self.per_device_batch_size,

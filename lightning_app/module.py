@@ -48,7 +48,7 @@ class BreedClassifier(L.LightningModule):
         self.head_name = replace_head(self.model, len(class_names), model_cfg.dropout)
         if model_cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        # Train batches arrive as uint8 (see images.train_transform) and are normalised here, on the device.
+        # Train batches arrive as uint8 (see lightning_app/augment.py) and are normalised here, on the device.
         self.register_buffer(
             "pixel_mean", torch.tensor(preprocessing["mean"]).view(1, 3, 1, 1), persistent=False
         )
@@ -74,6 +74,12 @@ class BreedClassifier(L.LightningModule):
     def configure_model(self) -> None:
         if self.cfg.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
             self.model = torch.compile(self.model)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if hasattr(images, "decode"):  # data.decode_device: bytes, decoded and augmented on that device
+            images = images.decode(self.training)
+        return images, labels
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

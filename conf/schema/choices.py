@@ -33,6 +33,13 @@ class FinetunePolicy(StrEnum):
     staged = "staged"
 
 
+class DecodeDevice(StrEnum):
+    """Where train/eval images are decoded and augmented when not in the DataLoader workers."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class CorruptImages(StrEnum):
     """Images whose header cannot be read: counted and left out, or listed in an error."""
 

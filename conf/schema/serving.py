@@ -29,7 +29,9 @@ class ServeConfig:
     endpoint_name: str = "dogbreeds-local"  # answered on POST /endpoints/{name}/invocations
     top_k: int = 5  # default; a request may ask for another via X-Amzn-SageMaker-Custom-Attributes
     max_batch_size: int = 16  # images per forward pass when concurrent requests are micro-batched
-    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    # How long the first request of a batch waits for company. 0: never; a lone request runs at once and
+    # batches form from requests arriving during a forward (deploy/local_endpoint/batching.py).
+    max_wait_ms: float = 0.0
     decode_threads: int | None = None  # null: one per core
     torch_threads: int | None = None  # null: cores / workers
     workers: int = 1  # server processes, each with its own model copy

@@ -8,6 +8,7 @@ from typing import Any
 from conf.schema.choices import (
     Backend,
     CorruptImages,
+    DecodeDevice,
     Direction,
     FinetunePolicy,
     Metric,
@@ -54,6 +55,9 @@ class DataConfig:
     # Train from JPEG copies resized to the eval resize side, made once under cache_dir/resized/ (per dataset
     # version and size): 1.2x the default loader at 64 px (benchmarks/README.md), for CPU-bound loaders.
     resized_copies: bool = False
+    # null: workers decode and augment with PIL. cuda (or cpu): workers only read bytes; JPEG decode (nvJPEG on
+    # cuda), augmentation and normalisation run per batch on that device (lightning_app/device_decode.py).
+    decode_device: DecodeDevice | None = None
     # Images whose header cannot be read: skip (counted, logged) or fail (listed in the error).
     corrupt_images: CorruptImages = CorruptImages.skip
     augment: AugmentConfig = field(default_factory=AugmentConfig)

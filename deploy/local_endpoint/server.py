@@ -40,7 +40,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deploy.local_endpoint.batching import MicroBatcher
+from deploy.local_endpoint.batching import BUSY, MicroBatcher
 from deploy.local_endpoint.bodies import BodyRefused, RefusalWhileUploading, read_body
 
 log = logging.getLogger(__name__)
@@ -184,20 +184,22 @@ class Endpoint:
     async def _predict(self, request: Request, body: bytes, budget) -> tuple[int, bytes]:
         serving = self.serving
 
-        def decode():
+        def decode_and_run_if_idle():
             budget.check("waiting for a decoding thread", status=503, advice="; the endpoint is overloaded")
-            return serving.decode_request(
+            data = serving.decode_request(
                 body,
                 request.headers.get("content-type"),
                 self.model,
                 request.headers.get(CUSTOM_ATTRIBUTES),
                 budget,
             )
+            return data, self.batcher.run_now(data)
 
-        data = await anyio.to_thread.run_sync(decode, limiter=self.decode_limiter)
-        with anyio.move_on_after(budget.remaining()) as waiting:
-            prediction = await self.batcher.submit(data)
-        if waiting.cancelled_caught:
+        data, prediction = await anyio.to_thread.run_sync(decode_and_run_if_idle, limiter=self.decode_limiter)
+        if prediction is BUSY:
+            with anyio.move_on_after(budget.remaining()):
+                prediction = await self.batcher.submit(data)
+        if prediction is BUSY:  # still: the budget ran out in the queue
             message = (
                 f"no prediction within this endpoint's {budget.seconds:g} s request limit; it is overloaded"
             )
