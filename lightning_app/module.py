@@ -40,7 +40,9 @@ class BreedClassifier(L.LightningModule):
         """``model_cfg``: the typed ``model`` section (``OmegaConf.to_object(cfg.model)``), saved as a
         hyperparameter so ``load_from_checkpoint`` rebuilds the same module."""
         super().__init__()
-        self.save_hyperparameters()
+        # Saved in checkpoints only: train.py logs the whole config as params, once (Lightning would log
+        # these again, as a second, stringified copy of the model section plus the class list).
+        self.save_hyperparameters(logger=False)
         self.cfg = model_cfg
         self.class_names = list(class_names)
         self.preprocessing = dict(preprocessing)

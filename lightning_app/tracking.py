@@ -19,6 +19,8 @@ LAUNCH_COMMIT_ENV = "DOGBREEDS_GIT_COMMIT"
 LAUNCH_DIRTY_ENV = "DOGBREEDS_GIT_DIRTY"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoints"
+# The resolved config, what `dogbreeds rerun` starts from (params are flattened strings, lossy).
+CONFIG_ARTIFACT = "config.yaml"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
@@ -162,31 +164,45 @@ def provenance_tags() -> dict[str, str]:
     }
 
 
-def log_pytorch_model(client, run_id: str, net, example_input, metadata: dict) -> None:
-    """Log ``net`` with signature and input example, pinned requirements (no slow inference of them)."""
+def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> None:
+    """Log the image-serving pyfunc (``image_pyfunc``) with ``checkpoint`` as its artifact, a signature
+    (image bytes in; top-k labels and probabilities out; ``top_k`` param) and a JPEG input example."""
     import mlflow
-    import torch
-    import torchvision
-    from mlflow.models import infer_signature
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array
 
-    net = net.eval().cpu()
-    with torch.inference_mode():
-        output = net(example_input).numpy()
-    signature = infer_signature(example_input.numpy(), output)
+    from lightning_app import image_pyfunc
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec(DataType.binary, image_pyfunc.IMAGE_COLUMN)]),
+        outputs=Schema(
+            [ColSpec(Array(DataType.string), "labels"), ColSpec(Array(DataType.double), "probabilities")]
+        ),
+        params=ParamSchema([ParamSpec("top_k", DataType.long, image_pyfunc.DEFAULT_TOP_K)]),
+    )
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            mlflow.pytorch.log_model(
-                net,
+            mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
+                python_model=image_pyfunc.ImageClassifierModel(),
+                artifacts={image_pyfunc.CHECKPOINT_KEY: str(checkpoint)},
                 signature=signature,
-                input_example=example_input.numpy(),
+                input_example=pd.DataFrame({image_pyfunc.IMAGE_COLUMN: [image_pyfunc.example_jpeg()]}),
                 metadata=metadata,
-                pip_requirements=[
-                    f"torch=={torch.__version__.split('+')[0]}",
-                    f"torchvision=={torchvision.__version__.split('+')[0]}",
-                ],
+                pip_requirements=_pinned_requirements(),
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
+
+
+def _pinned_requirements() -> list[str]:
+    """What the pyfunc imports, at the versions here (MLflow's inference of them is slow and guesses)."""
+    from importlib.metadata import version
+
+    return [
+        f"{name}=={version(name).split('+')[0]}" for name in ("torch", "torchvision", "lightning", "pillow")
+    ]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
@@ -99,7 +98,9 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
         own.append(resume.RunStateWriter(checkpoint_dir, logger.run_id, cfg))
     trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [*own, *callbacks])
     if resume_point is None:
-        logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        logger.log_hyperparams(tracking.flatten(resolved))
+        logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), tracking.CONFIG_ARTIFACT)
     with warnings.catch_warnings():
         if resume_point is not None:  # continuing in the folder that holds last.ckpt is the point
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -125,13 +126,12 @@ def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoi
     client.log_metric(run_id, "skipped_images", datamodule.skipped_images)
     if not checkpoint:
         return
+    metadata = {
+        "arch": cfg.model.arch,
+        "class_names": datamodule.class_names,
+        "preprocessing": datamodule.preprocessing,
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        client.log_artifact(
-            run_id, checkpoints.write_weights_only(checkpoint, Path(tmp)), tracking.CHECKPOINT_ARTIFACT
-        )
-    best = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-    size = datamodule.preprocessing["image_size"]
-    # Batch of 2: MLflow saves the model with torch.export (pt2, no pickle), which would pin a batch of 1.
-    example = torch.zeros(2, 3, size, size)
-    metadata = {"class_names": best.class_names, "preprocessing": best.preprocessing, "arch": cfg.model.arch}
-    tracking.log_pytorch_model(client, run_id, best.model, example, metadata)
+        weights = checkpoints.write_weights_only(checkpoint, Path(tmp))
+        client.log_artifact(run_id, weights, tracking.CHECKPOINT_ARTIFACT)
+        tracking.log_image_model(client, run_id, weights, metadata)
