@@ -9,6 +9,7 @@ to MLflow and writes files.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ class TrainResult:
     best_checkpoint: str
     metrics: dict[str, float] = field(default_factory=dict)
     epochs: int = 0
+
+
+log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig, datamodule: DogBreedsDataModule) -> BreedClassifier:
@@ -81,6 +85,14 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     datamodule = DogBreedsDataModule(cfg.data)
     # Model and policy before the logger: a bad arch, weights or policy fails without an empty MLflow run.
     module = build_module(cfg, datamodule)
+    if (
+        cfg.model.weights is None
+    ):  # the default (no download here); a fine-tuning run wants pretrained weights
+        log.info(
+            "training %s from scratch (model.weights=null); fine-tune with model=resnet50 or "
+            "model.weights=<torchvision weights name or file>",
+            cfg.model.arch,
+        )
     objective = Objective.of(cfg)
     check_objective_is_logged(objective, module)
     finetune = cfg.model.finetune
