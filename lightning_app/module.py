@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from conf.schema.choices import Optimizer, Scheduler
 from conf.schema.training import ModelConfig
@@ -63,6 +63,8 @@ class BreedClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # Per-class report of the test split (lightning_app/class_report.py); not saved in checkpoints.
+        self.test_confusion = MulticlassConfusionMatrix(len(class_names))
 
     @property
     def validation_metric_names(self) -> list[str]:
@@ -98,6 +100,8 @@ class BreedClassifier(L.LightningModule):
                 f"{stage} loss is {loss.item()} at epoch {self.current_epoch}; lower model.lr"
             )
         metrics.update(logits.detach(), labels)
+        if stage == "test":
+            self.test_confusion.update(logits.detach(), labels)
         loss_metric.update(loss.detach(), weight=labels.numel())
         # Metric objects are synchronised across DDP ranks when Lightning computes them at epoch end.
         self.log(f"{stage}_loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage != "train")

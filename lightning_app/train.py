@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
 from lightning_app import checkpoints, layout, resume, tracking
+from lightning_app.class_report import log_class_report
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.library_noise import silence_library_noise
@@ -125,6 +126,9 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     if datamodule.has_test and checkpoint:
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
         metrics.update({k: float(v) for k, v in test_metrics[0].items()})
+        confusion = module.test_confusion.compute().cpu().numpy()  # every rank: it syncs across DDP
+        if trainer.is_global_zero:
+            log_class_report(logger.experiment, logger.run_id, confusion, module.class_names)
     if trainer.is_global_zero:
         _log_outputs(logger, datamodule, checkpoint, cfg)
         resume.mark_finished(checkpoint_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import socket
@@ -13,12 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from lightning_app import tracking
+from lightning_app import class_report, tracking
 
 
 def a_jpeg(sample_root: Path) -> bytes:
@@ -108,3 +110,25 @@ def test_mlflow_models_serve_answers_a_jpeg(trained_run, sample_root):
     assert len(prediction["labels"]) == len(prediction["probabilities"]) >= 1
     names = mlflow.models.get_model_info(f"runs:/{trained_run.result.run_id}/model").metadata["class_names"]
     assert set(prediction["labels"]) <= set(names)
+
+
+def test_test_split_report_names_every_class(trained_run, tmp_path):
+    """Per-class accuracy table and confusion-matrix image of the test split, on the run."""
+    client = MlflowClient(trained_run.tracking_uri)
+    run_id = trained_run.result.run_id
+    folder = Path(client.download_artifacts(run_id, "test_report", tmp_path))
+    with (folder / "per_class_accuracy.csv").open() as table:
+        rows = list(csv.DictReader(table))
+    names = mlflow.models.get_model_info(f"runs:/{run_id}/model").metadata["class_names"]
+    assert [row["class"] for row in rows] == names
+    correct = sum(int(row["correct"]) for row in rows) / sum(int(row["support"]) for row in rows)
+    assert correct == pytest.approx(trained_run.result.metrics["test_acc"], abs=1e-6)
+    assert (folder / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_per_class_rows_leave_accuracy_empty_for_a_class_without_test_images():
+    rows = class_report.per_class_rows(np.array([[3, 1], [0, 0]]), ["a", "b"])
+    assert rows == [
+        {"class": "a", "support": 4, "correct": 3, "accuracy": 0.75},
+        {"class": "b", "support": 0, "correct": 0, "accuracy": ""},
+    ]
