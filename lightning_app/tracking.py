@@ -164,6 +164,23 @@ def provenance_tags() -> dict[str, str]:
     }
 
 
+def log_dataset_input(client, run_id: str, root: str, fingerprint: str) -> None:
+    """The data as an MLflow dataset input (source ``root``, digest = our fingerprint): the UI's Datasets
+    column then shows which runs trained on the same data."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": all the same one
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(root)
+    dataset = MetaDataset(source, name=Path(root.rstrip("/")).name or root, digest=fingerprint[:36])
+    context = InputTag("mlflow.data.context", "training")
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+
+
 def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> None:
     """Log the image-serving pyfunc (``image_pyfunc``) with ``checkpoint`` as its artifact, a signature
     (image bytes in; top-k labels and probabilities out; ``top_k`` param) and a JPEG input example."""

@@ -137,7 +137,9 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
 
 def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoint: str, cfg) -> None:
     client, run_id = logger.experiment, logger.run_id
-    client.set_tag(run_id, "dataset_fingerprint", layout.fingerprint(datamodule.local_root))
+    fingerprint = layout.fingerprint(datamodule.local_root)
+    client.set_tag(run_id, "dataset_fingerprint", fingerprint)
+    tracking.log_dataset_input(client, run_id, cfg.data.root, fingerprint)
     client.set_tag(run_id, "dataset_root", cfg.data.root)
     client.log_metric(run_id, "skipped_images", datamodule.skipped_images)
     if not checkpoint:

@@ -132,3 +132,10 @@ def test_per_class_rows_leave_accuracy_empty_for_a_class_without_test_images():
         {"class": "a", "support": 4, "correct": 3, "accuracy": 0.75},
         {"class": "b", "support": 0, "correct": 0, "accuracy": ""},
     ]
+
+
+def test_the_data_is_a_dataset_input_with_the_fingerprint_as_digest(trained_run):
+    run = MlflowClient(trained_run.tracking_uri).get_run(trained_run.result.run_id)
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == run.data.tags["dataset_fingerprint"]
+    assert json.loads(dataset_input.dataset.source)["uri"] == run.data.tags["dataset_root"]
