@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ CHECKPOINT_ARTIFACT = "checkpoints"
 # The resolved config, what `dogbreeds rerun` starts from (params are flattened strings, lossy).
 CONFIG_ARTIFACT = "config.yaml"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: a nested run (our sweep trials)
 MODEL_TRAINING = "custom_model_development"
 
 
@@ -162,6 +164,26 @@ def provenance_tags() -> dict[str, str]:
         "host": socket.gethostname(),
         "device": device_description(),
     }
+
+
+@contextmanager
+def system_metrics(run_id: str, tracking_uri: str, enabled: bool, interval: float = 10):
+    """CPU, memory, disk, network (and GPU) every ``interval`` s as ``system/*`` metrics while the block runs.
+
+    ``enabled``: rank 0 of a standalone run; sweep trials skip it (a sampling thread per short trial, and
+    a study's worth of ``system/*`` metrics nobody compares).
+    """
+    if not enabled:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def log_dataset_input(client, run_id: str, root: str, fingerprint: str) -> None:

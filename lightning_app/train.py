@@ -114,21 +114,23 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         logger.log_hyperparams(tracking.flatten(resolved))
         logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), tracking.CONFIG_ARTIFACT)
-    with warnings.catch_warnings():
-        if resume_point is not None:  # continuing in the folder that holds last.ckpt is the point
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None
-        )
+    monitored = trainer.is_global_zero and tracking.MLFLOW_PARENT_RUN_ID not in (tags or {})
+    with tracking.system_metrics(logger.run_id, logger.experiment.tracking_uri, monitored):
+        with warnings.catch_warnings():
+            if resume_point is not None:  # continuing in the folder that holds last.ckpt is the point
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None
+            )
 
-    checkpoint = trainer.checkpoint_callback.best_model_path
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    if datamodule.has_test and checkpoint:
-        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
-        metrics.update({k: float(v) for k, v in test_metrics[0].items()})
-        confusion = module.test_confusion.compute().cpu().numpy()  # every rank: it syncs across DDP
-        if trainer.is_global_zero:
-            log_class_report(logger.experiment, logger.run_id, confusion, module.class_names)
+        checkpoint = trainer.checkpoint_callback.best_model_path
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if datamodule.has_test and checkpoint:
+            test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+            metrics.update({k: float(v) for k, v in test_metrics[0].items()})
+            confusion = module.test_confusion.compute().cpu().numpy()  # every rank: it syncs across DDP
+            if trainer.is_global_zero:
+                log_class_report(logger.experiment, logger.run_id, confusion, module.class_names)
     if trainer.is_global_zero:
         _log_outputs(logger, datamodule, checkpoint, cfg)
         resume.mark_finished(checkpoint_dir)

@@ -139,3 +139,16 @@ def test_the_data_is_a_dataset_input_with_the_fingerprint_as_digest(trained_run)
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == run.data.tags["dataset_fingerprint"]
     assert json.loads(dataset_input.dataset.source)["uri"] == run.data.tags["dataset_root"]
+
+
+def test_system_metrics_are_sampled_while_training_runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(tracking.ensure_experiment(client, "system")).info.run_id
+    with tracking.system_metrics(run_id, client.tracking_uri, enabled=True, interval=0.5):
+        time.sleep(2)
+    with tracking.system_metrics(run_id, client.tracking_uri, enabled=False, interval=0.5):
+        pass  # a sweep trial: nothing started
+    metrics = client.get_run(run_id).data.metrics
+    assert (
+        "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics
+    )
