@@ -25,6 +25,7 @@ CONFIG_ARTIFACT = "config.yaml"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: a nested run (our sweep trials)
 MODEL_TRAINING = "custom_model_development"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -223,6 +224,10 @@ def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> No
     )
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
+    # Logging validates the input example by loading the model back, which draws a "Downloading
+    # artifacts" progress bar on the training console.
+    previous_bar = os.environ.get(PROGRESS_BAR_ENV)
+    os.environ[PROGRESS_BAR_ENV] = "false"
     try:
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             mlflow.pyfunc.log_model(
@@ -236,6 +241,10 @@ def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> No
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
+        if previous_bar is None:
+            os.environ.pop(PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[PROGRESS_BAR_ENV] = previous_bar
 
 
 def _pinned_requirements() -> list[str]:
