@@ -42,6 +42,14 @@ def cmd_launch(args) -> None:
         print(line)
 
 
+def cmd_rerun(args) -> None:
+    from experiments.rerun import rerun
+
+    logs.route_training_logs()
+    for line in rerun(args.run_id, args.overrides, args.tracking_uri):
+        print(line)
+
+
 def cmd_jobs(args) -> None:
     import boto3
     from mlflow import MlflowClient
@@ -172,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.add_argument("--dry-run", action="store_true", help="backend=sagemaker: print the job definitions")
     train.set_defaults(func=cmd_launch)
+
+    rerun = verbs.add_parser("rerun", help="train again here from a run's recorded config (key=value on top)")
+    rerun.add_argument("run_id", help="MLflow run id of a training run")
+    rerun.add_argument("overrides", nargs="*", help="key=value changes, e.g. trainer.max_epochs=3")
+    rerun.add_argument(
+        "--tracking-uri", help="MLflow store of the run (default: $MLFLOW_TRACKING_URI, ./mlflow.db)"
+    )
+    rerun.set_defaults(func=cmd_rerun)
 
     sweep = verbs.add_parser("sweep", help="Optuna study of train runs, nested under one MLflow parent run")
     sweep.add_argument("overrides", nargs="*", help=OVERRIDES_HELP + " sweep=default sweep.n_trials=40")

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from conf.schema.choices import Optimizer, Scheduler
 from conf.schema.training import ModelConfig
@@ -40,7 +40,9 @@ class BreedClassifier(L.LightningModule):
         """``model_cfg``: the typed ``model`` section (``OmegaConf.to_object(cfg.model)``), saved as a
         hyperparameter so ``load_from_checkpoint`` rebuilds the same module."""
         super().__init__()
-        self.save_hyperparameters()
+        # Saved in checkpoints only: train.py logs the whole config as params, once (Lightning would log
+        # these again, as a second, stringified copy of the model section plus the class list).
+        self.save_hyperparameters(logger=False)
         self.cfg = model_cfg
         self.class_names = list(class_names)
         self.preprocessing = dict(preprocessing)
@@ -61,6 +63,8 @@ class BreedClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # Per-class report of the test split (lightning_app/class_report.py); not saved in checkpoints.
+        self.test_confusion = MulticlassConfusionMatrix(len(class_names))
 
     @property
     def validation_metric_names(self) -> list[str]:
@@ -102,6 +106,8 @@ class BreedClassifier(L.LightningModule):
                 f"{stage} loss is {loss.item()} at epoch {self.current_epoch}; lower model.lr"
             )
         metrics.update(logits.detach(), labels)
+        if stage == "test":
+            self.test_confusion.update(logits.detach(), labels)
         loss_metric.update(loss.detach(), weight=labels.numel())
         # Metric objects are synchronised across DDP ranks when Lightning computes them at epoch end.
         self.log(f"{stage}_loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage != "train")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -19,8 +20,12 @@ LAUNCH_COMMIT_ENV = "DOGBREEDS_GIT_COMMIT"
 LAUNCH_DIRTY_ENV = "DOGBREEDS_GIT_DIRTY"
 MODEL_ARTIFACT = "model"
 CHECKPOINT_ARTIFACT = "checkpoints"
+# The resolved config, what `dogbreeds rerun` starts from (params are flattened strings, lossy).
+CONFIG_ARTIFACT = "config.yaml"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag: a nested run (our sweep trials)
 MODEL_TRAINING = "custom_model_development"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -162,31 +167,90 @@ def provenance_tags() -> dict[str, str]:
     }
 
 
-def log_pytorch_model(client, run_id: str, net, example_input, metadata: dict) -> None:
-    """Log ``net`` with signature and input example, pinned requirements (no slow inference of them)."""
-    import mlflow
-    import torch
-    import torchvision
-    from mlflow.models import infer_signature
+@contextmanager
+def system_metrics(run_id: str, tracking_uri: str, enabled: bool, interval: float = 10):
+    """CPU, memory, disk, network (and GPU) every ``interval`` s as ``system/*`` metrics while the block runs.
 
-    net = net.eval().cpu()
-    with torch.inference_mode():
-        output = net(example_input).numpy()
-    signature = infer_signature(example_input.numpy(), output)
+    ``enabled``: rank 0 of a standalone run; sweep trials skip it (a sampling thread per short trial, and
+    a study's worth of ``system/*`` metrics nobody compares).
+    """
+    if not enabled:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
+def log_dataset_input(client, run_id: str, root: str, fingerprint: str) -> None:
+    """The data as an MLflow dataset input (source ``root``, digest = our fingerprint): the UI's Datasets
+    column then shows which runs trained on the same data."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways": all the same one
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(root)
+    dataset = MetaDataset(source, name=Path(root.rstrip("/")).name or root, digest=fingerprint[:36])
+    context = InputTag("mlflow.data.context", "training")
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+
+
+def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> None:
+    """Log the image-serving pyfunc (``image_pyfunc``) with ``checkpoint`` as its artifact, a signature
+    (image bytes in; top-k labels and probabilities out; ``top_k`` param) and a JPEG input example."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array
+
+    from lightning_app import image_pyfunc
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec(DataType.binary, image_pyfunc.IMAGE_COLUMN)]),
+        outputs=Schema(
+            [ColSpec(Array(DataType.string), "labels"), ColSpec(Array(DataType.double), "probabilities")]
+        ),
+        params=ParamSchema([ParamSpec("top_k", DataType.long, image_pyfunc.DEFAULT_TOP_K)]),
+    )
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
+    # Logging validates the input example by loading the model back, which draws a "Downloading
+    # artifacts" progress bar on the training console.
+    previous_bar = os.environ.get(PROGRESS_BAR_ENV)
+    os.environ[PROGRESS_BAR_ENV] = "false"
     try:
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            mlflow.pytorch.log_model(
-                net,
+            mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
+                python_model=image_pyfunc.ImageClassifierModel(),
+                artifacts={image_pyfunc.CHECKPOINT_KEY: str(checkpoint)},
                 signature=signature,
-                input_example=example_input.numpy(),
+                input_example=pd.DataFrame({image_pyfunc.IMAGE_COLUMN: [image_pyfunc.example_jpeg()]}),
                 metadata=metadata,
-                pip_requirements=[
-                    f"torch=={torch.__version__.split('+')[0]}",
-                    f"torchvision=={torchvision.__version__.split('+')[0]}",
-                ],
+                pip_requirements=_pinned_requirements(),
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
+        if previous_bar is None:
+            os.environ.pop(PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[PROGRESS_BAR_ENV] = previous_bar
+
+
+def _pinned_requirements() -> list[str]:
+    """What the pyfunc imports, at the versions here (MLflow's inference of them is slow and guesses)."""
+    from importlib.metadata import version
+
+    return [
+        f"{name}=={version(name).split('+')[0]}" for name in ("torch", "torchvision", "lightning", "pillow")
+    ]

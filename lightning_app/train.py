@@ -9,13 +9,13 @@ to MLflow and writes files.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
 from lightning_app import checkpoints, layout, resume, tracking
+from lightning_app.class_report import log_class_report
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.library_noise import silence_library_noise
@@ -37,6 +38,9 @@ class TrainResult:
     best_checkpoint: str
     metrics: dict[str, float] = field(default_factory=dict)
     epochs: int = 0
+
+
+log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig, datamodule: DogBreedsDataModule) -> BreedClassifier:
@@ -82,6 +86,14 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     datamodule = DogBreedsDataModule(cfg.data)
     # Model and policy before the logger: a bad arch, weights or policy fails without an empty MLflow run.
     module = build_module(cfg, datamodule)
+    if (
+        cfg.model.weights is None
+    ):  # the default (no download here); a fine-tuning run wants pretrained weights
+        log.info(
+            "training %s from scratch (model.weights=null); fine-tune with model=resnet50 or "
+            "model.weights=<torchvision weights name or file>",
+            cfg.model.arch,
+        )
     objective = Objective.of(cfg)
     check_objective_is_logged(objective, module)
     finetune = cfg.model.finetune
@@ -99,19 +111,26 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
         own.append(resume.RunStateWriter(checkpoint_dir, logger.run_id, cfg))
     trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [*own, *callbacks])
     if resume_point is None:
-        logger.log_hyperparams(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-    with warnings.catch_warnings():
-        if resume_point is not None:  # continuing in the folder that holds last.ckpt is the point
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None
-        )
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        logger.log_hyperparams(tracking.flatten(resolved))
+        logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), tracking.CONFIG_ARTIFACT)
+    monitored = trainer.is_global_zero and tracking.MLFLOW_PARENT_RUN_ID not in (tags or {})
+    with tracking.system_metrics(logger.run_id, logger.experiment.tracking_uri, monitored):
+        with warnings.catch_warnings():
+            if resume_point is not None:  # continuing in the folder that holds last.ckpt is the point
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=resume_point.checkpoint if resume_point else None
+            )
 
-    checkpoint = trainer.checkpoint_callback.best_model_path
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    if datamodule.has_test and checkpoint:
-        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
-        metrics.update({k: float(v) for k, v in test_metrics[0].items()})
+        checkpoint = trainer.checkpoint_callback.best_model_path
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if datamodule.has_test and checkpoint:
+            test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+            metrics.update({k: float(v) for k, v in test_metrics[0].items()})
+            confusion = module.test_confusion.compute().cpu().numpy()  # every rank: it syncs across DDP
+            if trainer.is_global_zero:
+                log_class_report(logger.experiment, logger.run_id, confusion, module.class_names)
     if trainer.is_global_zero:
         _log_outputs(logger, datamodule, checkpoint, cfg)
         resume.mark_finished(checkpoint_dir)
@@ -120,18 +139,19 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
 
 def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoint: str, cfg) -> None:
     client, run_id = logger.experiment, logger.run_id
-    client.set_tag(run_id, "dataset_fingerprint", layout.fingerprint(datamodule.local_root))
+    fingerprint = layout.fingerprint(datamodule.local_root)
+    client.set_tag(run_id, "dataset_fingerprint", fingerprint)
+    tracking.log_dataset_input(client, run_id, cfg.data.root, fingerprint)
     client.set_tag(run_id, "dataset_root", cfg.data.root)
     client.log_metric(run_id, "skipped_images", datamodule.skipped_images)
     if not checkpoint:
         return
+    metadata = {
+        "arch": cfg.model.arch,
+        "class_names": datamodule.class_names,
+        "preprocessing": datamodule.preprocessing,
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        client.log_artifact(
-            run_id, checkpoints.write_weights_only(checkpoint, Path(tmp)), tracking.CHECKPOINT_ARTIFACT
-        )
-    best = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
-    size = datamodule.preprocessing["image_size"]
-    # Batch of 2: MLflow saves the model with torch.export (pt2, no pickle), which would pin a batch of 1.
-    example = torch.zeros(2, 3, size, size)
-    metadata = {"class_names": best.class_names, "preprocessing": best.preprocessing, "arch": cfg.model.arch}
-    tracking.log_pytorch_model(client, run_id, best.model, example, metadata)
+        weights = checkpoints.write_weights_only(checkpoint, Path(tmp))
+        client.log_artifact(run_id, weights, tracking.CHECKPOINT_ARTIFACT)
+        tracking.log_image_model(client, run_id, weights, metadata)

@@ -16,12 +16,11 @@ from conf.loader import load_config
 from deploy import gate
 from deploy.champion import WorseThanChampion
 from deploy.local_endpoint import background
-from deploy.packaging.builder import build_package, network_state_dict, package_sha256
-from deploy.packaging.serving.inference import build_network
+from deploy.packaging.builder import build_package, package_sha256
 from deploy.promote import promote
 from dogbreeds.cli import main
 from lightning_app import checkpoints
-from lightning_app.tracking import CHECKPOINT_ARTIFACT, log_pytorch_model
+from lightning_app.tracking import CHECKPOINT_ARTIFACT, log_image_model
 
 
 def unbalanced_copy(root: Path, folder: Path) -> Path:
@@ -58,11 +57,7 @@ def log_constant_run(
     run_id = client.create_run(experiment_id, tags={"mlflow.runName": f"always-{breed}"}).info.run_id
     client.log_artifact(run_id, str(path), CHECKPOINT_ARTIFACT)
     client.log_metric(run_id, "val_acc", val_acc, step=0)
-    info = checkpoint["dogbreeds"]
-    network = build_network(info["arch"], len(info["class_names"]))
-    network.load_state_dict(network_state_dict(checkpoint))
-    size = info["preprocessing"]["image_size"]
-    log_pytorch_model(client, run_id, network, torch.zeros(1, 3, size, size), {})
+    log_image_model(client, run_id, path, {})
     client.set_terminated(run_id)
     return run_id, val_acc
 
