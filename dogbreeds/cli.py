@@ -153,6 +153,41 @@ def cmd_invoke(args) -> None:
     print(invoke.format_predictions(invoke.parse_response(response)))
 
 
+def positive_int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def cmd_predict(args) -> None:
+    """Score a folder (or s3:// prefix) of images with a run's or the registry's model, to a CSV."""
+    import tempfile
+
+    from rich.progress import track  # deferred with the torch import below: --help stays instant
+
+    from deploy import batch_predict
+
+    cfg = load_config(args.overrides)
+    root, files = batch_predict.image_files(args.images, cfg.data.cache_dir)
+    with tempfile.TemporaryDirectory(prefix="dogbreeds-predict-") as tmp:
+        serving, model = batch_predict.load_package_model(
+            batch_predict.model_package(args.model, Path(tmp), cfg.tracking_uri)
+        )
+        top_k = min(args.top_k, len(model.class_names))
+        scored = batch_predict.score_files(serving, model, files, top_k, args.batch_size)
+        shown = track(scored, total=len(files), description="predicting", disable=not sys.stderr.isatty())
+        counts = batch_predict.write_csv(Path(args.out), root, _reported(shown), top_k)
+    print(f"wrote {args.out}: {counts['scored']} image(s) scored, {counts['failed']} skipped")
+
+
+def _reported(scored):
+    """Each skipped file, one line on stderr as it happens; the CSV's error column says it again."""
+    for item in scored:
+        if item.error:
+            print(f"skipped {item.path}: {item.error}", file=sys.stderr)
+        yield item
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreeds", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -235,6 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("image", help="image file or https:// URL")
     invoke.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker")
     invoke.set_defaults(func=cmd_invoke)
+
+    predict = verbs.add_parser(
+        "predict", help="top-k breeds of every image under a folder or s3:// prefix, to CSV"
+    )
+    predict.add_argument(
+        "model",
+        help="MLflow run id, models:/NAME@ALIAS, models:/NAME/VERSION, model.tar.gz or a package folder",
+    )
+    predict.add_argument("images", help="folder of images (searched recursively) or s3://bucket/prefix")
+    predict.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    predict.add_argument("--top-k", type=positive_int, default=3, help="labels per image (default: 3)")
+    predict.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    predict.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking_uri=http://mlflow:5000")
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 
