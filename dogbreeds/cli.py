@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conf.errors import DogbreedsError
-from conf.loader import load_config
+from conf.loader import ConfigError, load_config
 from conf.schema.choices import DeployTarget
 from dogbreeds import logs
 from experiments.launch import launch
@@ -160,14 +160,22 @@ def positive_int(text: str) -> int:
 
 
 def cmd_predict(args) -> None:
-    """Score a folder (or s3:// prefix) of images with a run's or the registry's model, to a CSV."""
+    """Score a folder (or s3:// prefix) of images with a run's or the registry's model, to a CSV; with
+    ``deploy=sagemaker``, as a Batch Transform job on the Model promote deployed."""
+    cfg = load_config(args.overrides)
+    if cfg.deploy.target == DeployTarget.sagemaker:
+        from deploy.aws.batch_transform import submit
+
+        print(submit(cfg, args.model, args.images, args.out, args.top_k, args.dry_run))
+        return
+    if args.dry_run:
+        raise ConfigError("--dry-run prints the SageMaker Batch Transform request: add deploy=sagemaker")
     import tempfile
 
     from rich.progress import track  # deferred with the torch import below: --help stays instant
 
     from deploy import batch_predict
 
-    cfg = load_config(args.overrides)
     root, files = batch_predict.image_files(args.images, cfg.data.cache_dir)
     with tempfile.TemporaryDirectory(prefix="dogbreeds-predict-") as tmp:
         serving, model = batch_predict.load_package_model(
@@ -279,9 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow run id, models:/NAME@ALIAS, models:/NAME/VERSION, model.tar.gz or a package folder",
     )
     predict.add_argument("images", help="folder of images (searched recursively) or s3://bucket/prefix")
-    predict.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    predict.add_argument(
+        "--out",
+        default="predictions.csv",
+        help="CSV to write (default: predictions.csv); deploy=sagemaker: the s3:// output prefix",
+    )
     predict.add_argument("--top-k", type=positive_int, default=3, help="labels per image (default: 3)")
     predict.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    predict.add_argument(
+        "--dry-run", action="store_true", help="deploy=sagemaker: print the CreateTransformJob request"
+    )
     predict.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking_uri=http://mlflow:5000")
     predict.set_defaults(func=cmd_predict)
     return parser

@@ -4,6 +4,7 @@ bad inputs answered with one line."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import pytest
@@ -47,6 +48,7 @@ def test_predict_a_folder_with_a_corrupt_file(served_package, images, tmp_path, 
     assert list(rows[0]) == ["path", "error", "label_1", "probability_1", "label_2", "probability_2"]
 
 
+@pytest.mark.slow
 def test_predict_from_a_run_id_and_the_registry_agree(trained_run, served_package, images, tmp_path):
     from mlflow import MlflowClient
 
@@ -126,3 +128,87 @@ def test_predict_an_s3_prefix(served_package, images, moto_endpoint, tmp_path):
     rows = read_rows(out)
     assert [row["path"] for row in rows] == ["broken.jpg", "dog0.jpg", "nested/dog1.jpg", "nested/dog2.jpg"]
     assert rows[0]["error"] and all(row["label_1"] for row in rows[1:])
+
+
+@pytest.fixture
+def deployed_version(tmp_path):
+    """A registered version whose run carries a promote deployment record naming its SageMaker Model (as
+    ``apply_and_record`` writes it), tracked in this test's SQLite file."""
+    from mlflow import MlflowClient
+
+    from deploy.aws import records
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("transform", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.create_registered_model("dogbreeds")
+    version = client.create_model_version("dogbreeds", f"runs:/{run_id}/model", run_id=run_id).version
+    client.set_registered_model_alias("dogbreeds", "champion", version)
+    step = {"kind": "sagemaker-model", "identity": {"ModelName": "dogbreeds-abc123"}}
+    plan = {"endpoint": "dogbreeds", "run_id": run_id, "steps": [step]}
+    records.save_record(client, "dogbreeds", version, records.deployment_record(plan, [], records.now()))
+    return tracking_uri, run_id
+
+
+TRANSFORM = ["deploy=sagemaker", "deploy.instance_type=ml.c5.xlarge", "--top-k", "4"]
+
+
+@pytest.mark.slow
+def test_transform_dry_run_prints_the_request(deployed_version, capsys):
+    tracking_uri, run_id = deployed_version
+    argv = ["predict", "models:/dogbreeds@champion", "s3://in/images", "--out", "s3://out/preds", "--dry-run"]
+    assert main([*argv, *TRANSFORM, f"tracking_uri={tracking_uri}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[dry-run] sagemaker create_transform_job\n")
+    request = json.loads(out.split("\n", 1)[1])
+    assert request["ModelName"] == "dogbreeds-abc123"
+    assert request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://in/images"
+    assert request["TransformOutput"]["S3OutputPath"] == "s3://out/preds"
+    assert request["TransformResources"] == {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1}
+    assert request["Environment"] == {"DOGBREEDS_TOP_K": "4"}
+    assert {"Key": "run-id", "Value": run_id} in request["Tags"]
+
+
+@pytest.mark.slow
+def test_transform_job_is_created_and_read_back(deployed_version, fresh_aws_account, capsys):
+    import boto3
+
+    tracking_uri, run_id = deployed_version
+    sagemaker = boto3.client("sagemaker")
+    sagemaker.create_model(
+        ModelName="dogbreeds-abc123",
+        ExecutionRoleArn=f"arn:aws:iam::{fresh_aws_account}:role/sm",
+        PrimaryContainer={
+            "Image": "123.dkr.ecr.us-east-1.amazonaws.com/pytorch:2",
+            "ModelDataUrl": "s3://m/a",
+        },
+    )
+    argv = ["predict", run_id, "s3://in/images", "--out", "s3://out/preds", *TRANSFORM]
+    assert main([*argv, f"tracking_uri={tracking_uri}"]) == 0
+    out = capsys.readouterr().out
+    name = out.split()[2].rstrip(":")
+    job = sagemaker.describe_transform_job(TransformJobName=name)
+    assert job["ModelName"] == "dogbreeds-abc123"
+    assert job["TransformOutput"]["S3OutputPath"] == "s3://out/preds"
+    assert job["TransformResources"]["InstanceType"] == "ml.c5.xlarge"
+    assert job["TransformJobArn"] in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["RUN", "s3://in/x", "--out", "predictions.csv"], "must be s3://bucket/prefix"),
+        (["otherrun", "s3://in/x", "--out", "s3://o/p"], "run dogbreeds promote deploy=sagemaker first"),
+    ],
+)
+def test_transform_bad_inputs(deployed_version, capsys, args, message):
+    tracking_uri, run_id = deployed_version
+    argv = ["predict", *(run_id if a == "RUN" else a for a in args), "--dry-run", *TRANSFORM]
+    assert main([*argv, f"tracking_uri={tracking_uri}"]) == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_dry_run_without_deploy_sagemaker_is_refused(capsys):
+    assert main(["predict", "some-run", "some-folder", "--dry-run"]) == 2
+    assert "add deploy=sagemaker" in capsys.readouterr().err
