@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from pathlib import Path
 from conf.errors import DogbreedsError
 from deploy.local_endpoint.process import prepare_package
 from deploy.local_endpoint.server import load_serving_module
+
+log = logging.getLogger(__name__)
 
 BATCH = 32
 IMAGE_TYPE = "application/x-image"
@@ -39,7 +42,9 @@ class Scored:
 def load_package_model(package_dir: Path) -> tuple[types.ModuleType, object]:
     """The package's serving module and its loaded model, as SageMaker's ``model_fn`` loads it."""
     serving = load_serving_module(package_dir)
-    return serving, serving.model_fn(str(package_dir))
+    model = serving.model_fn(str(package_dir))
+    log.info("model %s (%d classes) on %s", package_dir, len(model.class_names), model.device)
+    return serving, model
 
 
 def score_files(
@@ -63,6 +68,9 @@ def score_files(
 def _forward(serving: types.ModuleType, model, pending: list[tuple[Path, object]]) -> Iterator[Scored]:
     if not pending:
         return
+    log.debug(
+        "forward pass over %d image(s), %s ... %s", len(pending), pending[0][0].name, pending[-1][0].name
+    )
     predictions = serving.predict_many([request for _, request in pending], model)
     for (path, _), prediction in zip(pending, predictions, strict=True):
         body, _ = serving.output_fn(prediction, "application/json")

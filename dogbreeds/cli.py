@@ -7,6 +7,7 @@ config typo is reported in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from conf.loader import ConfigError, load_config
 from conf.schema.choices import DeployTarget
 from dogbreeds import logs
 from experiments.launch import launch
+
+log = logging.getLogger(__name__)
 
 OVERRIDES_HELP = "Hydra overrides, e.g. model=resnet50 model.lr=3e-4 data.root=s3://bucket/dogImages"
 
@@ -189,10 +192,10 @@ def cmd_predict(args) -> None:
 
 
 def _reported(scored):
-    """Each skipped file, one line on stderr as it happens; the CSV's error column says it again."""
+    """Each skipped file, one warning as it happens (shown with -q too); the CSV's error column says it again."""
     for item in scored:
         if item.error:
-            print(f"skipped {item.path}: {item.error}", file=sys.stderr)
+            log.warning("skipped %s: %s", item.path, item.error)
         yield item
 
 
@@ -299,7 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking_uri=http://mlflow:5000")
     predict.set_defaults(func=cmd_predict)
+
+    for verb in verbs.choices.values():
+        add_verbosity(verb)
     return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` on every verb, after the verb (``dogbreeds train -q ...``), where users type them."""
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                          help="also show debug lines of dogbreeds' own modules")  # fmt: skip
+    loudness.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                          help="show warnings and errors only")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None):
@@ -321,8 +336,8 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     """A mistake the user can fix (``DogbreedsError``) is one line and exit code 2; anything else is a
     bug and propagates with its traceback."""
-    logs.log_to_stderr()
     args = parse_args(argv)
+    logs.log_to_stderr(args.verbosity)
     try:
         args.func(args)
     except DogbreedsError as err:

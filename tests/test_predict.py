@@ -36,7 +36,7 @@ def test_predict_a_folder_with_a_corrupt_file(served_package, images, tmp_path, 
     assert main(["predict", str(served_package), str(images), "--out", str(out), "--top-k", "2"]) == 0
     captured = capsys.readouterr()
     assert "3 image(s) scored, 1 skipped" in captured.out
-    assert "skipped" in captured.err and "broken.jpg" in captured.err
+    assert "WARNING dogbreeds.cli: skipped" in captured.err and "broken.jpg" in captured.err
     rows = read_rows(out)
     assert [row["path"] for row in rows] == ["broken.jpg", "dog0.jpg", "nested/dog1.jpg", "nested/dog2.jpg"]
     broken, *good = rows
