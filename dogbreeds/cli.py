@@ -199,6 +199,14 @@ def _reported(scored):
         yield item
 
 
+def cmd_dashboard(args) -> None:
+    from experiments.dashboard import serve_dashboard
+
+    serve_dashboard(
+        load_config(args.overrides).sweep, args.host, args.port, echo=lambda line: print(line, flush=True)
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreeds", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -302,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking_uri=http://mlflow:5000")
     predict.set_defaults(func=cmd_predict)
+
+    dashboard = verbs.add_parser("dashboard", help="optuna-dashboard on the sweep's study storage")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=positive_int, default=8081, help="port (default: 8081)")
+    dashboard.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. sweep.storage=postgresql://..."
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
 
     for verb in verbs.choices.values():
         add_verbosity(verb)
