@@ -3,25 +3,21 @@ recorded at the epoch of the kept (best by the objective) checkpoint.
 
 This catches what unit tests cannot see for a particular run: a head that did not survive packaging,
 preprocessing that drifted between training and serving, class names out of order. The serving code
-is driven the way SageMaker drives it (``model_fn`` on the unpacked tarball, ``input_fn`` on the raw
-image bytes, ``output_fn``'s JSON), with images grouped through the serving code's own batched
+is driven the way SageMaker drives it (``model_fn`` on the unpacked tarball, ``decode_request``, what
+``input_fn`` runs, on the raw image bytes, ``output_fn``'s JSON), with images grouped through the serving code's own batched
 forward pass so a full validation split takes seconds, not minutes.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from conf.errors import DogbreedsError
-from deploy.local_endpoint.server import load_serving_module
+from deploy.batch_predict import load_package_model, score_files
 from deploy.packaging.builder import unpack
 from lightning_app.datamodule import DogBreedsDataModule
-
-BATCH = 32
-IMAGE_TYPE = "application/x-image"
 
 
 class PromotionRefused(DogbreedsError):
@@ -50,17 +46,14 @@ def validation_samples(data_cfg) -> list[tuple[Path, str]]:
 
 
 def package_accuracy(tarball: Path, samples: list[tuple[Path, str]]) -> float:
+    """An image the serving code refuses counts as wrong: the gate must not pass on the images it skipped."""
     with tempfile.TemporaryDirectory(prefix="dogbreeds-gate-") as tmp:
-        package_dir = unpack(tarball, Path(tmp))
-        serving = load_serving_module(package_dir)
-        model = serving.model_fn(str(package_dir))
-        correct = 0
-        for start in range(0, len(samples), BATCH):
-            chunk = samples[start : start + BATCH]
-            requests = [serving.input_fn(path.read_bytes(), IMAGE_TYPE) for path, _ in chunk]
-            for prediction, (_, expected) in zip(serving.predict_many(requests, model), chunk, strict=True):
-                body, _ = serving.output_fn(prediction, "application/json")
-                correct += json.loads(body)["predictions"][0]["label"] == expected
+        serving, model = load_package_model(unpack(tarball, Path(tmp)))
+        scored = score_files(serving, model, [path for path, _ in samples])
+        correct = sum(
+            not item.error and item.predictions[0]["label"] == expected
+            for item, (_, expected) in zip(scored, samples, strict=True)
+        )
     return correct / len(samples)
 
 

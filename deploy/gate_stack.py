@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -61,15 +62,20 @@ def served_in_image(tarball: Path, deploy_cfg, environment: dict[str, str]):
 
 
 def http_accuracy(url: str, samples: Samples) -> float:
-    """Share of ``samples`` whose top label the served endpoint gets right, one request per image."""
+    """Share of ``samples`` whose top label the served endpoint gets right, one request per image; an image
+    the serving code refuses (a 4xx) counts as wrong, as in ``gate.package_accuracy``."""
     correct = 0
     for path, expected in samples:
         request = urllib.request.Request(
             f"{url}/invocations", data=path.read_bytes(),
             headers={"Content-Type": gate.IMAGE_TYPE, "Accept": "application/json"},
         )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=60) as response:
-            correct += json.loads(response.read())["predictions"][0]["label"] == expected
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                correct += json.loads(response.read())["predictions"][0]["label"] == expected
+        except urllib.error.HTTPError as refused:
+            if not 400 <= refused.code < 500:
+                raise
     return correct / len(samples)
 
 

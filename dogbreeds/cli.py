@@ -7,14 +7,17 @@ config typo is reported in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from conf.errors import DogbreedsError
-from conf.loader import load_config
+from conf.loader import ConfigError, load_config
 from conf.schema.choices import DeployTarget
 from dogbreeds import logs
 from experiments.launch import launch
+
+log = logging.getLogger(__name__)
 
 OVERRIDES_HELP = "Hydra overrides, e.g. model=resnet50 model.lr=3e-4 data.root=s3://bucket/dogImages"
 
@@ -161,6 +164,57 @@ def cmd_invoke(args) -> None:
     print(invoke.format_predictions(invoke.parse_response(response)))
 
 
+def positive_int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def cmd_predict(args) -> None:
+    """Score a folder (or s3:// prefix) of images with a run's or the registry's model, to a CSV; with
+    ``deploy=sagemaker``, as a Batch Transform job on the Model promote deployed."""
+    cfg = load_config(args.overrides)
+    if cfg.deploy.target == DeployTarget.sagemaker:
+        from deploy.aws.batch_transform import submit
+
+        print(submit(cfg, args.model, args.images, args.out, args.top_k, args.dry_run))
+        return
+    if args.dry_run:
+        raise ConfigError("--dry-run prints the SageMaker Batch Transform request: add deploy=sagemaker")
+    import tempfile
+
+    from rich.progress import track  # deferred with the torch import below: --help stays instant
+
+    from deploy import batch_predict
+
+    root, files = batch_predict.image_files(args.images, cfg.data.cache_dir)
+    with tempfile.TemporaryDirectory(prefix="dogbreeds-predict-") as tmp:
+        serving, model = batch_predict.load_package_model(
+            batch_predict.model_package(args.model, Path(tmp), cfg.tracking_uri)
+        )
+        top_k = min(args.top_k, len(model.class_names))
+        scored = batch_predict.score_files(serving, model, files, top_k, args.batch_size)
+        shown = track(scored, total=len(files), description="predicting", disable=not sys.stderr.isatty())
+        counts = batch_predict.write_csv(Path(args.out), root, _reported(shown), top_k)
+    print(f"wrote {args.out}: {counts['scored']} image(s) scored, {counts['failed']} skipped")
+
+
+def _reported(scored):
+    """Each skipped file, one warning as it happens (shown with -q too); the CSV's error column says it again."""
+    for item in scored:
+        if item.error:
+            log.warning("skipped %s: %s", item.path, item.error)
+        yield item
+
+
+def cmd_dashboard(args) -> None:
+    from experiments.dashboard import serve_dashboard
+
+    serve_dashboard(
+        load_config(args.overrides).sweep, args.host, args.port, echo=lambda line: print(line, flush=True)
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreeds", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -251,7 +305,48 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("image", help="image file or https:// URL")
     invoke.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. deploy=sagemaker")
     invoke.set_defaults(func=cmd_invoke)
+
+    predict = verbs.add_parser(
+        "predict", help="top-k breeds of every image under a folder or s3:// prefix, to CSV"
+    )
+    predict.add_argument(
+        "model",
+        help="MLflow run id, models:/NAME@ALIAS, models:/NAME/VERSION, model.tar.gz or a package folder",
+    )
+    predict.add_argument("images", help="folder of images (searched recursively) or s3://bucket/prefix")
+    predict.add_argument(
+        "--out",
+        default="predictions.csv",
+        help="CSV to write (default: predictions.csv); deploy=sagemaker: the s3:// output prefix",
+    )
+    predict.add_argument("--top-k", type=positive_int, default=3, help="labels per image (default: 3)")
+    predict.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    predict.add_argument(
+        "--dry-run", action="store_true", help="deploy=sagemaker: print the CreateTransformJob request"
+    )
+    predict.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking_uri=http://mlflow:5000")
+    predict.set_defaults(func=cmd_predict)
+
+    dashboard = verbs.add_parser("dashboard", help="optuna-dashboard on the sweep's study storage")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=positive_int, default=8081, help="port (default: 8081)")
+    dashboard.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. sweep.storage=postgresql://..."
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
+
+    for verb in verbs.choices.values():
+        add_verbosity(verb)
     return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` on every verb, after the verb (``dogbreeds train -q ...``), where users type them."""
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                          help="also show debug lines of dogbreeds' own modules")  # fmt: skip
+    loudness.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                          help="show warnings and errors only")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None):
@@ -273,8 +368,8 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     """A mistake the user can fix (``DogbreedsError``) is one line and exit code 2; anything else is a
     bug and propagates with its traceback."""
-    logs.log_to_stderr()
     args = parse_args(argv)
+    logs.log_to_stderr(args.verbosity)
     try:
         args.func(args)
     except DogbreedsError as err:

@@ -43,21 +43,25 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
-def log_to_stderr() -> None:
+def log_to_stderr(verbosity: int = 0) -> None:
     """Route every log line through one stderr handler. Replaces the handler of an earlier call rather
     than adding one more, so calling ``main`` repeatedly in one process (tests, notebooks) does not
-    duplicate lines."""
+    duplicate lines.
+
+    ``verbosity`` is the CLI's ``-q`` (-1: warnings and errors only, from every logger, whatever level a
+    library sets on its own, hence on the handler) or ``-v`` (1: our packages' DEBUG lines too)."""
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # read when mlflow is first imported
     handler = _CurrentStderr()
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setLevel(logging.WARNING if verbosity < 0 else logging.NOTSET)
     root = logging.getLogger()
     for previous in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(previous)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     for package in OUR_PACKAGES:
-        logging.getLogger(package).setLevel(logging.INFO)
+        logging.getLogger(package).setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     _drop_library_handlers()  # of libraries imported already (a test process, a notebook)
     silence_library_noise()
 
