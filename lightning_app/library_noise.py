@@ -33,8 +33,9 @@ DROPPED_LOG_MESSAGES = {
 IGNORED_WARNINGS = (
     # Lightning 2.6's own pytree copy still calls torch's deprecated LeafSpec; nothing for us to change.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    # By design: the module normalizes uint8 batches after transfer (on the GPU), whatever the datamodule.
-    r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a",
+    # By design: the module decodes (data.decode_device) and normalizes batches around the transfer, on its
+    # own device and in its own train/eval mode, whatever the datamodule.
+    r"You have overridden `on_(before|after)_batch_transfer` in `LightningModule` but have passed in a",
 )
 FILTER_NAME = "dogbreeds-library-noise"
 
