@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
 from conf.schema.choices import DeployTarget, GateStack
-from deploy import capacity, champion, container_tuning, gate, gate_stack, registry
+from deploy import batch_predict, capacity, champion, container_tuning, gate, gate_stack, registry
 from deploy.local_endpoint import background
 from deploy.packaging.builder import build_package, package_sha256, unpack
 from lightning_app.objective import Objective
@@ -140,7 +140,7 @@ def measure_capacity(tarball: Path, image: Path, cfg: DictConfig, environment: d
     vcpus, _ = container_tuning.instance_resources(cfg.deploy.instance_type, cfg.deploy.container.vcpus)
     with gate_stack.served(tarball, cfg.deploy, environment) as url:
         return capacity.measure(
-            url, image, cfg.deploy.autoscaling, str(cfg.deploy.gate_stack), vcpus, gate.IMAGE_TYPE
+            url, image, cfg.deploy.autoscaling, str(cfg.deploy.gate_stack), vcpus, batch_predict.IMAGE_TYPE
         )
 
 
