@@ -86,8 +86,10 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
     promoted = PromoteResult(choice.run_id, choice.reason, result, current, None, tarball)
     plan = None
     if deploy.target == DeployTarget.sagemaker:
+        from deploy.aws import security
         from deploy.aws.plan import format_plan
 
+        security.refuse_url_fetch_when_isolated(deploy, cfg.serve)  # a config mistake before measuring
         if deploy.autoscaling.target_invocations_per_instance is None:
             promoted.capacity = measure_capacity(tarball, samples[0][0], cfg, host_environment)
             echo(promoted.capacity.describe())
