@@ -17,13 +17,22 @@ import re
 import warnings
 
 # Logger name -> pattern of the messages dropped from it (matched at the message's start).
-LITLOGGER_TIP = re.compile(r"💡 Tip: For seamless cloud logging")
+# The LitLogger tip, printed on every fit without a LitLogger (Lightning has no switch for it), and the
+# TPU/HPU lines of every Trainer: never true here. The GPU line stays: "available: True, used: False" matters.
+RANK_ZERO_NOISE = re.compile(r"💡 Tip: For seamless cloud logging|(TPU|HPU) available: ")
+SEED_SET = re.compile(r"(\[rank: \d+\] )?Seed set to \d+")  # the seed is a logged param of every run
 DROPPED_LOG_MESSAGES = {
-    # Printed on every fit without a LitLogger; Lightning has no switch for it. Two logger names: once
-    # ``mlflow.pytorch`` has imported the ``pytorch_lightning`` twin package, Lightning's rank-zero
-    # messages come from that package's logger (the shared rank_zero module is rebound on import).
-    "lightning.pytorch.utilities.rank_zero": LITLOGGER_TIP,
-    "pytorch_lightning.utilities.rank_zero": LITLOGGER_TIP,
+    # Two logger names each: once ``mlflow.pytorch`` has imported the ``pytorch_lightning`` twin package,
+    # Lightning's messages come from that package's loggers (the shared modules are rebound on import).
+    "lightning.pytorch.utilities.rank_zero": RANK_ZERO_NOISE,
+    "pytorch_lightning.utilities.rank_zero": RANK_ZERO_NOISE,
+    "lightning.fabric.utilities.seed": SEED_SET,
+    "lightning_fabric.utilities.seed": SEED_SET,
+    # Logging the run's image model: our own PythonModel class is what gets cloudpickled (the caution is
+    # about loading pickles from elsewhere), and the input example check is routine.
+    "mlflow.pyfunc": re.compile(
+        r"Passing a Python object as `python_model` causes it to be serialized|Validating input example"
+    ),
     # ``register_model("runs:/ID/model")``: MLflow 3 keeps logged models outside run artifacts and says
     # so on every registration, although it then registers that very model.
     "mlflow.tracking._model_registry.fluent": re.compile(
