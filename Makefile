@@ -36,4 +36,4 @@ test-fast: install
 	$(BIN)/pytest -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(EMPTY_FIND_LINKS) mlflow.db mlruns outputs demo
+	rm -rf $(VENV) $(EMPTY_FIND_LINKS) mlflow.db mlruns optuna.db outputs sample_data

@@ -15,6 +15,7 @@ from deploy.champion import WorseThanChampion
 from deploy.invoke import event_for, format_predictions, invoke_local, parse_response
 from deploy.local_endpoint import background
 from deploy.promote import promote, summary
+from dogbreeds import logs
 from experiments.sweep import run_sweep
 from lightning_app.layout import class_name
 from lightning_app.sample_data import generate
@@ -24,6 +25,8 @@ DEMO_OVERRIDES = ["trainer=demo", f"data.root={DATA}", "experiment_name=dogbreed
 
 
 def main() -> None:
+    logs.log_to_stderr()  # the CLI's one log format and noise filters: the demo is most users' first look
+    logs.route_training_logs()
     if not (DATA / "train").is_dir():
         counts = generate(DATA, num_classes=10, train_per_class=24, seed=0)
         print(f"generated {sum(counts.values())} sample images in {DATA}/")
