@@ -72,7 +72,8 @@ def test_promote_local_then_invoke_returns_the_right_breed(trained_run, tmp_path
     refused.deploy.gate_tolerance = -1.0  # no package can pass: the refusal path, with both numbers
     with pytest.raises(PromotionRefused, match=r"reproduces val_acc=\d\.\d{4} .* recorded \d\.\d{4}"):
         promote(refused, echo=lambda _: None)
-    assert client.search_registered_models() == []  # refused before the registry was touched
+    registered = [model.name for model in client.search_registered_models()]  # the store is shared
+    assert cfg.deploy.registered_model not in registered  # refused before the registry was touched
 
     promoted = promote(cfg, echo=lambda _: None)
     try:
