@@ -3,12 +3,15 @@
 1. Step: ``BreedClassifier`` driven by a Lightning ``Trainer`` vs a hand-written PyTorch loop over the same
    model, optimizer, loss and batches. Inputs are pre-decoded tensors in memory, so only the step is timed
    (forward, backward, optimizer, and for ours the metric updates, logging and hooks). Target ratio >= 0.95.
-2. Data: ``DogBreedsDataModule``'s train loader (reduced-scale JPEG decode, ``TrainAugment`` on the PIL
-   image, uint8 batches normalised in this process as the module does on the device), by default and with ``data.resized_copies=true``, vs ``torchvision.datasets.ImageFolder`` + the
-   classic PIL transforms (full decode), same output size, same augmentations, same loader settings, on
-   generated JPEGs of several hundred pixels a side. Target >= 2x.
+2. Data: ``DogBreedsDataModule``'s train loader (crop first, then the JPEG decoded at the DCT scale the
+   crop allows, ``TrainAugment`` on the PIL image, uint8 batches normalised in this process as the module
+   does on the device), by default and with ``data.resized_copies=true``, vs ``torchvision.datasets.ImageFolder``
+   + the classic PIL transforms (full decode), same output size, same augmentations, same loader settings.
+   Data: generated JPEGs in dogImages' mix of sizes (``--sizes photos``, the default: 60% ~500x375, 25%
+   800-1280 px, 15% 1600-3264 px photos; ``--sizes typical`` for the ~500x375 ones alone). Target >= 2x.
 
-Repeats alternate ours/baseline so drift from other jobs hits both; medians are reported.
+Rounds alternate the order of the loaders (forward, then reversed) so drift from other jobs hits all of them;
+medians are reported and the ratio is of medians from the same run.
 Run: ``.venv/bin/python benchmarks/train_throughput.py`` (JSON in benchmarks/results/train_throughput.json).
 """
 
@@ -37,7 +40,7 @@ from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.device_decode import EncodedBatch
 from lightning_app.images import normalize_uint8
 from lightning_app.module import BreedClassifier
-from lightning_app.sample_data import generate
+from lightning_app.sample_data import SIZE_MIXES, generate
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.json"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -267,6 +270,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=48)
+    parser.add_argument(
+        "--sizes", choices=list(SIZE_MIXES), default="photos", help="generated JPEG sizes (see docstring)"
+    )
     parser.add_argument("--data-only", action="store_true", help="skip the step comparison")
     parser.add_argument(
         "--decode-device",
@@ -279,7 +285,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data_root = Path(tmp) / "dogImages"
-        generate(data_root, num_classes=args.classes, train_per_class=args.per_class, seed=0)
+        generate(data_root, args.classes, args.per_class, seed=0, sizes=args.sizes)
         step = None
         if not args.data_only:
             print(
@@ -304,7 +310,8 @@ def main() -> None:
         "decode_device": args.decode_device,
         "torch": torch.__version__,
         "threads": args.threads,
-        "dataset": f"generated, {args.classes} classes x {args.per_class} train JPEGs, 360-520 x 300-440 px",
+        "dataset": f"generated, {args.classes} classes x {args.per_class} train JPEGs, "
+        f"sizes {args.sizes}: {SIZE_MIXES[args.sizes]} (cumulative share, width range, height range)",
         "step": step,
         "data_pipeline": data,
     }

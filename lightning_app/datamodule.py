@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from conf.loader import ConfigError
 from lightning_app import layout, resized_copies, s3_sync
-from lightning_app.augment import TrainAugment
+from lightning_app.augment import TrainAugment, TrainSamples
 from lightning_app.device_decode import DeviceDecoder, EncodedCollate, EncodedSamples
 from lightning_app.images import ImageSamples, eval_resize, eval_transform
 
@@ -79,7 +79,9 @@ class DogBreedsDataModule(L.LightningDataModule):
             if (root / split).is_dir():
                 self.splits[split] = layout.read_split(root, split, folders, self.cfg.corrupt_images)
         if self.cfg.resized_copies:  # train only: validation stays on the originals, as serving sees them
-            side = eval_resize(self.cfg.image_size, self.cfg.resize_ratio)
+            side = resized_copies.copy_side(
+                self.cfg.image_size, self.cfg.augment.random_resized_crop_scale[0]
+            )
             target = resized_copies.copies_root(self.cfg.cache_dir, layout.fingerprint(root), side)
             train = self.splits["train"]
             samples = resized_copies.use_copies(train.samples, root, target, side)
@@ -121,12 +123,10 @@ class DogBreedsDataModule(L.LightningDataModule):
         collate = None
         if cfg.decode_device:  # workers read bytes; the module decodes and augments on its device
             dataset, collate = EncodedSamples(samples), EncodedCollate(DeviceDecoder(cfg))
+        elif train:  # the crop is chosen before decoding, so the decode scale fits the crop
+            dataset = TrainSamples(samples, TrainAugment(cfg.image_size, cfg.augment, cfg.fast_decode))
         else:
-            transform = (
-                TrainAugment(cfg.image_size, cfg.augment)
-                if train
-                else eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
-            )
+            transform = eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
             dataset = ImageSamples(samples, transform, self._decode_side())
         return DataLoader(
             dataset,

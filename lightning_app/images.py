@@ -1,9 +1,10 @@
 """Image decoding and transforms for training.
 
 The data pipeline is usually what starves a fine-tuning run: dogImages JPEGs are several hundred
-pixels a side while the model sees 224 (or far less in sweeps). ``load_rgb`` asks libjpeg to decode at
-a reduced DCT scale (PIL's draft mode) when the image is at least twice the size needed, which cuts
-decode time several-fold and is visually equivalent after the final resize.
+pixels a side, many of them photos of thousands, while the model sees 224 (or far less in sweeps).
+``decode_upright`` asks libjpeg to decode at a reduced DCT scale (PIL's draft mode: 1/2, 1/4, 1/8) when the
+image is at least twice the size needed, which cuts decode time several-fold and is visually equivalent
+after the final resize (the train path picks the scale from its random crop: lightning_app/augment.py).
 
 Photos taken with the camera turned are stored sideways with an EXIF orientation tag; ``load_rgb`` turns
 them upright with ``ImageOps.exif_transpose``, exactly as the serving code does (``image_decode.py`` in
@@ -15,19 +16,48 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
+
+TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def is_transposed(image: Image.Image) -> bool:
+    return image.getexif().get(ExifTags.Base.Orientation, 1) in TRANSPOSED
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as people see the image, from the header alone (nothing decoded yet)."""
+    return image.size[::-1] if is_transposed(image) else image.size
+
+
+def decode_upright(image: Image.Image, min_size: tuple[int, int] | None) -> tuple[Image.Image, float]:
+    """An opened image -> (RGB upright, its scale relative to ``upright_size``).
+
+    With ``min_size`` (upright width, height) a JPEG not yet loaded decodes at the smallest DCT scale keeping
+    both sides >= it; the scale is exact (1/2, 1/4, 1/8: libjpeg's pixel grid), so boxes chosen on the full
+    size map onto the reduced image by multiplying."""
+    scale = 1.0
+    if min_size and image.format == "JPEG":
+        stored = image.size
+        drafted = image.draft("RGB", min_size[::-1] if is_transposed(image) else min_size)
+        if drafted:
+            scale = drafted[1][2] / stored[0]
+    rgb = image.convert("RGB")
+    ImageOps.exif_transpose(rgb, in_place=True)
+    return rgb, scale
 
 
 def load_rgb(path: Path, min_side: int | None) -> Image.Image:
     """Decode to RGB, upright; with ``min_side`` JPEGs decode at the smallest DCT scale keeping both sides >= it."""
     with Image.open(path) as img:
-        if min_side and img.format == "JPEG":
-            img.draft("RGB", (min_side, min_side))
-        rgb = img.convert("RGB")
-    ImageOps.exif_transpose(rgb, in_place=True)
-    return rgb
+        return decode_upright(img, (min_side, min_side) if min_side else None)[0]
+
+
+def decode_error(path: Path, err: OSError) -> OSError:
+    """A truncated body (the header was fine at setup time) named, with what to do about it."""
+    return OSError(f"cannot decode {path}: {err}; delete or replace the file")
 
 
 def eval_resize(image_size: int, resize_ratio: float) -> int:
@@ -72,6 +102,6 @@ class ImageSamples(Dataset):
         path, label = self.samples[index]
         try:
             image = load_rgb(path, self.decode_min_side)
-        except OSError as err:  # truncated body: the header was fine at setup time
-            raise OSError(f"cannot decode {path}: {err}; delete or replace the file") from err
+        except OSError as err:
+            raise decode_error(path, err) from err
         return self.transform(image), label

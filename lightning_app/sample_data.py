@@ -3,7 +3,8 @@
 Each breed is a colour palette and a shape; every image draws that shape at a random place, size and
 rotation over textured noise, with brightness jitter and a distractor shape from another class, so a
 CNN has to learn the class cue rather than a constant pixel. JPEGs are several hundred pixels a side,
-like the real dataset, so decode cost in benchmarks is realistic.
+like most of the real dataset; ``sizes="photos"`` adds the larger photos dogImages also holds (a quarter
+at 800-1280 px, a sixth at 1600-3264 px: camera and phone pictures), so decode cost in benchmarks is realistic.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ BREEDS = [
 
 
 SHAPES = ("ellipse", "rectangle", "triangle", "cross")
+TYPICAL = ((360, 520), (300, 440))  # width, height ranges: dogImages' common ~500x375
+# (cumulative share, width range, height range); the first bucket is TYPICAL.
+SIZE_MIXES = {
+    "typical": ((1.0, *TYPICAL),),
+    "photos": ((0.6, *TYPICAL), (0.85, (800, 1280), (600, 960)), (1.0, (1600, 3264), (1200, 2448))),
+}
 SPLIT_SIZES = {"train": 1.0, "valid": 0.25, "test": 0.25}
 
 
@@ -65,8 +72,16 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
         draw.rectangle((x0, y0 + h, x1, y1 - h), fill=color)
 
 
-def render(label: int, num_classes: int, rng: random.Random) -> Image.Image:
-    width, height = rng.randint(360, 520), rng.randint(300, 440)
+def _size(rng: random.Random, sizes: str) -> tuple[int, int]:
+    """A (width, height) from the mix; "typical" draws exactly what it always drew (same seed, same bytes)."""
+    buckets = SIZE_MIXES[sizes]
+    pick = rng.random() if len(buckets) > 1 else 0.0
+    _, widths, heights = next(b for b in buckets if pick < b[0] or b is buckets[-1])
+    return rng.randint(*widths), rng.randint(*heights)
+
+
+def render(label: int, num_classes: int, rng: random.Random, sizes: str = "typical") -> Image.Image:
+    width, height = _size(rng, sizes)
     noise = np.random.default_rng(rng.getrandbits(32)).integers(60, 190, (height // 8, width // 8, 3))
     image = Image.fromarray(noise.astype(np.uint8)).resize((width, height), Image.BILINEAR)
     draw = ImageDraw.Draw(image)
@@ -80,8 +95,12 @@ def render(label: int, num_classes: int, rng: random.Random) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
 
 
-def generate(out: Path, num_classes: int = 10, train_per_class: int = 24, seed: int = 0) -> dict[str, int]:
-    """Write ``out/{train,valid,test}/NNN.Breed/*.jpg``; same arguments, same bytes."""
+def generate(
+    out: Path, num_classes: int = 10, train_per_class: int = 24, seed: int = 0, sizes: str = "typical"
+) -> dict[str, int]:
+    """Write ``out/{train,valid,test}/NNN.Breed/*.jpg``; same arguments, same bytes. ``sizes``: a SIZE_MIXES key."""
+    if sizes not in SIZE_MIXES:
+        raise SampleDataError(f"sizes must be one of {', '.join(SIZE_MIXES)}, got {sizes!r}")
     if train_per_class < 4:
         raise SampleDataError(
             f"--per-class must be at least 4 (valid/test get a quarter), got {train_per_class}"
@@ -94,7 +113,7 @@ def generate(out: Path, num_classes: int = 10, train_per_class: int = 24, seed: 
             target = out / split / folder
             target.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                render(label, num_classes, rng).save(
+                render(label, num_classes, rng, sizes).save(
                     target / f"{folder.split('.')[1]}_{i:05d}.jpg", quality=90
                 )
         counts[split] = per_class * num_classes

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance
+from PIL import ExifTags, Image, ImageEnhance
 
 from conf.loader import load_config
-from lightning_app.augment import TrainAugment, brightness, contrast
+from lightning_app.augment import TrainAugment, brightness, contrast, dct_reduction
+from lightning_app.images import load_rgb
 
 
 def photo(width: int, height: int) -> Image.Image:
@@ -46,3 +47,39 @@ def test_table_jitters_give_the_bytes_of_pillows_enhancers(factor):
     pairs = [(brightness, ImageEnhance.Brightness), (contrast, ImageEnhance.Contrast)]
     for ours, pillows in pairs:
         assert np.array_equal(np.asarray(ours(image, factor)), np.asarray(pillows(image).enhance(factor)))
+
+
+def jpeg(tmp_path, width: int, height: int, orientation: int = 1):
+    """A smooth photo-like JPEG (noise upsampled: reduced decoding stays close), optionally EXIF-turned."""
+    small = photo(width // 16, height // 16).resize((width, height), Image.BILINEAR)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    path = tmp_path / f"{width}x{height}-{orientation}.jpg"
+    small.save(path, quality=90, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize(("crop", "size", "expected"), [((300, 250), 224, 1), ((448, 500), 224, 2),
+                                                        ((1000, 900), 224, 4), ((3000, 1800), 224, 8)])  # fmt: skip
+def test_dct_reduction_keeps_the_crop_at_least_the_output_size(crop, size, expected):
+    assert dct_reduction(*crop, size) == expected
+    assert min(crop) / expected >= size
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_crop_then_reduced_decode_matches_the_full_decode(tmp_path, orientation):
+    """Same seed, same crop: decoding a large JPEG at the scale the crop allows gives (nearly) the pixels of
+    decoding it whole; without the reduction it is exactly TrainAugment on the decoded upright image."""
+    path = jpeg(tmp_path, 1200, 1600, orientation)  # orientation 6: stored portrait, seen landscape
+    fast, full = TrainAugment(64, augment_cfg()), TrainAugment(64, augment_cfg(), reduced_decode=False)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        with Image.open(path) as opened:
+            reduced = fast(opened)
+            assert max(opened.size) <= 1600 // 4  # the crop's short side is >= 734 px: 1/4 fits 64 px
+        torch.manual_seed(seed)
+        with Image.open(path) as opened:
+            whole = full(opened)
+        torch.manual_seed(seed)
+        assert torch.equal(whole, full(load_rgb(path, None)))
+        assert (reduced.float() - whole.float()).abs().mean() < 4  # grey levels, after a 1/4 DCT decode

@@ -140,7 +140,7 @@ def test_resized_copies_are_made_once_and_used_for_training(make_cfg, sample_roo
     assert len(copies) == 64 and all(path.is_relative_to(tmp_path / "cache" / "resized") for path in copies)
     for path in copies[:8]:
         with Image.open(path) as image:
-            assert min(image.size) == 55  # the eval resize side: the random crop still has a full image
+            assert min(image.size) == 79  # 48 / sqrt(0.5 * 3/4): the smallest random crop is still >= 48 px
     assert all(path.is_relative_to(sample_root) for path, _ in dm.splits["valid"].samples)  # eval: originals
     written = {path: path.stat().st_mtime_ns for path in copies}
 

@@ -50,3 +50,14 @@ def test_dogimages_layout_with_realistic_jpegs(tmp_path):
 def test_bad_arguments(tmp_path, classes, per_class, match):
     with pytest.raises(SampleDataError, match=match):
         generate(tmp_path, num_classes=classes, train_per_class=per_class)
+
+
+def test_photo_sizes_add_the_large_pictures_of_the_real_dataset(tmp_path):
+    generate(tmp_path, num_classes=2, train_per_class=8, seed=0, sizes="photos")
+    sizes = []
+    for path in sorted((tmp_path / "train").rglob("*.jpg")):
+        with Image.open(path) as image:
+            sizes.append(max(image.size))
+    assert min(sizes) >= 360 and max(sizes) > 1000  # typical ones and large photos
+    with pytest.raises(SampleDataError, match="sizes must be one of typical, photos"):
+        generate(tmp_path / "bad", num_classes=2, train_per_class=4, sizes="huge")

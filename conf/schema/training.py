@@ -50,10 +50,12 @@ class DataConfig:
     num_workers: int = 2
     pin_memory: bool = True  # only takes effect on CUDA
     persistent_workers: bool = True
-    # JPEGs are decoded at a reduced DCT scale when much larger than the output (PIL draft mode).
+    # JPEGs are decoded at a reduced DCT scale when much larger than the output (PIL draft mode); for training
+    # the scale that keeps the random crop >= image_size, the crop being drawn first.
     fast_decode: bool = True
-    # Train from JPEG copies resized to the eval resize side, made once under cache_dir/resized/ (per dataset
-    # version and size): 1.2x the default loader at 64 px (benchmarks/README.md), for CPU-bound loaders.
+    # Train from JPEG copies whose short side keeps every random crop >= image_size (366 px for 224), made
+    # once under cache_dir/resized/ (per dataset version and size): for CPU-bound loaders on large photos
+    # (1.3x the default loader at 224 px on dogImages-like sizes, benchmarks/README.md).
     resized_copies: bool = False
     # null: workers decode and augment with PIL. cuda (or cpu): workers only read bytes; JPEG decode (nvJPEG on
     # cuda), augmentation and normalisation run per batch on that device (lightning_app/device_decode.py).
