@@ -25,22 +25,3 @@ def read(path: str | Path) -> dict:
     """A checkpoint (or plain state dict file) on the CPU: tensors, containers and our config types."""
     allow_model_config()
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-# What only continuing a fit needs: optimizer moments (twice the weights' size with Adam), schedulers,
-# loop progress, callback state (RNG, ModelCheckpoint). Weights, hyperparameters and our metadata stay.
-RESUME_ONLY_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
-
-
-def write_weights_only(checkpoint: str | Path, out_dir: Path) -> Path:
-    """A copy of ``checkpoint`` without its resume-only state, same file name, in ``out_dir``.
-
-    What a run keeps as its MLflow artifact: loading it (Lightning's ``load_from_checkpoint``,
-    packaging, fine-tuning from a run) needs none of that state, and it is a third of the size.
-    """
-    state = read(checkpoint)
-    for key in RESUME_ONLY_KEYS:
-        state.pop(key, None)
-    out = Path(out_dir) / Path(checkpoint).name
-    torch.save(state, out)
-    return out

@@ -12,6 +12,7 @@ import subprocess
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 DEFAULT_DB = "mlflow.db"
 # Set by the SageMaker job launcher: the job's code is uploaded without .git, so the commit (and whether
@@ -204,12 +205,26 @@ def log_dataset_input(client, run_id: str, root: str, fingerprint: str) -> None:
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
 
 
+def local_artifact(client, run_id: str, path: str) -> Path | None:
+    """Where the run's artifact ``path`` lies when its artifact store is a folder on this machine (a
+    SQLite store's ``mlruns/``), else None (a server, S3)."""
+    from urllib.parse import urlparse
+
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    root = client.get_run(run_id).info.artifact_uri
+    if urlparse(root).scheme not in ("", "file"):
+        return None
+    found = Path(local_file_uri_to_path(root)) / path
+    return found if found.is_file() else None
+
+
 def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> None:
     """Log the image-serving pyfunc (``image_pyfunc``) with ``checkpoint`` as its artifact, a signature
     (image bytes in; top-k labels and probabilities out; ``top_k`` param) and a JPEG input example."""
     import mlflow
     import pandas as pd
-    from mlflow.models import ModelSignature
+    from mlflow.models import Model, ModelSignature
     from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
 
@@ -224,14 +239,19 @@ def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> No
     )
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
-    # Logging validates the input example by loading the model back, which draws a "Downloading
-    # artifacts" progress bar on the training console.
+    # Logging a model reads artifacts back, which draws a "Downloading artifacts" progress bar on the
+    # training console.
     previous_bar = os.environ.get(PROGRESS_BAR_ENV)
     os.environ[PROGRESS_BAR_ENV] = "false"
     try:
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            mlflow.pyfunc.log_model(
+            # mlflow.pyfunc.log_model, without its serving check (see ``_PYFUNC_FLAVOR``).
+            Model.log(
+                artifact_path=None,  # deprecated for ``name``, but still a required argument
                 name=MODEL_ARTIFACT,
+                flavor=_PYFUNC_FLAVOR,
+                flavor_name="pyfunc.CustomPythonModel",
+                validate_serving_input=False,
                 python_model=image_pyfunc.ImageClassifierModel(),
                 artifacts={image_pyfunc.CHECKPOINT_KEY: str(checkpoint)},
                 signature=signature,
@@ -245,6 +265,22 @@ def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> No
             os.environ.pop(PROGRESS_BAR_ENV, None)
         else:
             os.environ[PROGRESS_BAR_ENV] = previous_bar
+
+
+def _save_pyfunc(validate_serving_input: bool = True, **kwargs) -> None:
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(**kwargs)
+
+
+# ``mlflow.pyfunc`` as ``Model.log``'s flavor, taking ``Model.log``'s ``validate_serving_input`` switch.
+# ``mlflow.pyfunc.log_model`` checks the input example by loading the logged model back and predicting
+# (a second model load on every run, about a second here) and only warns when that fails; our tests load
+# and query the logged model instead. ``Model.log`` skips that check on ``validate_serving_input=False``
+# (MLflow's transformers flavor passes it) but hands its keyword arguments on to the flavor's
+# ``save_model``, which for pyfunc refuses unknown ones: hence this wrapper. ``save_model`` still checks
+# the example against the signature, and the example stays in the logged model.
+_PYFUNC_FLAVOR = SimpleNamespace(save_model=_save_pyfunc)
 
 
 def _pinned_requirements() -> list[str]:

@@ -10,7 +10,6 @@ to MLflow and writes files.
 from __future__ import annotations
 
 import logging
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
-from lightning_app import checkpoints, layout, resume, tracking
+from lightning_app import layout, resume, tracking
 from lightning_app.class_report import log_class_report
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
@@ -132,12 +131,15 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
             if trainer.is_global_zero:
                 log_class_report(logger.experiment, logger.run_id, confusion, module.class_names)
     if trainer.is_global_zero:
-        _log_outputs(logger, datamodule, checkpoint, cfg)
+        checkpoint = _log_outputs(logger, datamodule, checkpoint, cfg)
         resume.mark_finished(checkpoint_dir)
     return TrainResult(logger.run_id or "", checkpoint, metrics, trainer.current_epoch)
 
 
-def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoint: str, cfg) -> None:
+def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoint: str, cfg) -> str:
+    """Log the data's identity, the best checkpoint and the model; returns where the run's best
+    checkpoint is kept on this machine: the logged file itself when the store keeps artifacts in a local
+    folder (the trainer's copy, the same bytes, is then deleted), else the trainer's copy."""
     client, run_id = logger.experiment, logger.run_id
     fingerprint = layout.fingerprint(datamodule.local_root)
     client.set_tag(run_id, "dataset_fingerprint", fingerprint)
@@ -145,13 +147,19 @@ def _log_outputs(logger: MLFlowLogger, datamodule: DogBreedsDataModule, checkpoi
     client.set_tag(run_id, "dataset_root", cfg.data.root)
     client.log_metric(run_id, "skipped_images", datamodule.skipped_images)
     if not checkpoint:
-        return
+        return checkpoint
     metadata = {
         "arch": cfg.model.arch,
         "class_names": datamodule.class_names,
         "preprocessing": datamodule.preprocessing,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = checkpoints.write_weights_only(checkpoint, Path(tmp))
-        client.log_artifact(run_id, weights, tracking.CHECKPOINT_ARTIFACT)
-        tracking.log_image_model(client, run_id, weights, metadata)
+    # Saved without resume-only state (``trainer.checkpoint_callbacks``): logged as it is.
+    client.log_artifact(run_id, checkpoint, tracking.CHECKPOINT_ARTIFACT)
+    tracking.log_image_model(client, run_id, Path(checkpoint), metadata)
+    logged = tracking.local_artifact(
+        client, run_id, f"{tracking.CHECKPOINT_ARTIFACT}/{Path(checkpoint).name}"
+    )
+    if logged is None:
+        return checkpoint
+    Path(checkpoint).unlink()
+    return str(logged)

@@ -49,10 +49,11 @@ def test_one_run_and_one_best_checkpoint(ddp_run):
     (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.devices"] == "2" and run.data.params["trainer.strategy"] == "ddp"
-    # Rank 1 wrote nothing of its own: one run folder, one best checkpoint, one checkpoint artifact.
+    # Rank 1 wrote nothing of its own: one run folder, one checkpoint artifact (the kept best: the
+    # run folder's copy is dropped once logged to this SQLite store's local artifacts).
     (run_dir,) = (work / "outputs").iterdir()
     assert run_dir.name == run.info.run_id
-    assert len(list(run_dir.glob("checkpoints/best-*.ckpt"))) == 1
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["run.json"]
     assert len(client.list_artifacts(run.info.run_id, "checkpoints")) == 1
     assert f"run {run.info.run_id}: best checkpoint" in proc.stdout
     assert proc.stdout.count("best checkpoint") == 1  # only rank 0 reports
@@ -62,7 +63,7 @@ def test_validation_metrics_are_synchronised_across_ranks(ddp_run):
     """The logged val loss/accuracy are over the whole validation set, not rank 0's half of it."""
     work, client, overrides, _ = ddp_run
     (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
-    (checkpoint,) = (work / "outputs").glob("*/checkpoints/best-*.ckpt")
+    (checkpoint,) = (work / "mlruns").glob(f"{run.info.run_id}/artifacts/checkpoints/best-*.ckpt")
     model = BreedClassifier.load_from_checkpoint(
         checkpoint, map_location="cpu", weights_only=False
     ).model.eval()

@@ -64,12 +64,14 @@ def test_sweep_nests_trials_tags_the_best_and_survives_a_failing_trial(make_cfg,
             assert run.data.metrics["val_acc"] == pytest.approx(trial.value)
             assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2  # every epoch
     assert "batch_size" in by_number[0].data.tags[sweep_tracking.FAIL_REASON_TAG]
-    # A failed trial keeps no checkpoints; a completed one its best weights (last.ckpt only while running).
+    # A failed trial keeps no checkpoints; a completed one its best weights, logged (the SQLite store's
+    # artifacts are local, so its output folder keeps only run.json; last.ckpt only while running).
     outputs = tmp_path / "outputs"
     assert not (outputs / by_number[0].info.run_id).exists()
     for trial in (t for t in study.trials if t.state == TrialState.COMPLETE):
-        kept = outputs / by_number[trial.number].info.run_id / "checkpoints"
-        assert sorted(p.suffix for p in kept.iterdir()) == [".ckpt", ".json"]
+        run_id = by_number[trial.number].info.run_id
+        assert [p.name for p in (outputs / run_id / "checkpoints").iterdir()] == ["run.json"]
+        assert len(client.list_artifacts(run_id, "checkpoints")) == 1
 
     # The parent's best equals the best child's metric, and the best run is one query away.
     parent = client.get_run(result.parent_run_id)

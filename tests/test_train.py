@@ -19,8 +19,10 @@ from conf.schema.training import ModelConfig
 from lightning_app import layout
 from lightning_app.backbone import build_backbone
 from lightning_app.module import BreedClassifier
+from lightning_app.objective import Objective
 from lightning_app.sample_data import generate
 from lightning_app.train import train
+from lightning_app.trainer import build_trainer
 
 CLASSES = ["Affenpinscher", "Afghan_hound", "Airedale_terrier", "Akita"]
 EPOCHS = 4
@@ -96,18 +98,19 @@ def test_best_checkpoint_carries_classes_and_preprocessing(run):
     assert "model/MLmodel" in [a.path for a in client.list_artifacts(result.run_id, "model")]
 
 
-def test_a_finished_run_keeps_weights_not_resume_state(run, tmp_path):
-    """The MLflow checkpoint has no optimizer state (Adam's moments double the weights) and still loads;
-    the local last.ckpt, needed only to continue an unfinished run, is gone."""
+def test_a_finished_run_keeps_weights_not_resume_state(run):
+    """The best checkpoint has no optimizer state (Adam's moments double the weights) and still loads;
+    with a SQLite store's local artifacts the logged file is the kept one, and the run's output folder
+    keeps only run.json (last.ckpt is needed only to continue an unfinished run)."""
     result, client, _ = run
-    local = Path(result.best_checkpoint)
-    assert sorted(p.name for p in local.parent.iterdir()) == sorted([local.name, "run.json"])
-    client.download_artifacts(result.run_id, "checkpoints", str(tmp_path))
-    logged = tmp_path / "checkpoints" / local.name
-    state = torch.load(logged, map_location="cpu", weights_only=True)
-    assert not {"optimizer_states", "lr_schedulers", "loops", "callbacks"} & state.keys()
-    assert logged.stat().st_size < 0.6 * local.stat().st_size
-    assert BreedClassifier.load_from_checkpoint(logged, map_location="cpu").class_names == CLASSES
+    kept = Path(result.best_checkpoint)
+    run_dir = client.get_run(result.run_id).info.artifact_uri.removeprefix("file://")
+    assert kept == Path(run_dir) / "checkpoints" / kept.name
+    work = Path(client.tracking_uri.removeprefix("sqlite:///")).parent
+    assert [p.name for p in (work / "outputs" / result.run_id / "checkpoints").iterdir()] == ["run.json"]
+    state = torch.load(kept, map_location="cpu", weights_only=True)
+    assert not {"optimizer_states", "lr_schedulers", "callbacks"} & state.keys()
+    assert BreedClassifier.load_from_checkpoint(kept, map_location="cpu").class_names == CLASSES
 
 
 def test_checkpoint_of_a_run_is_a_local_weights_file(run):
@@ -128,7 +131,7 @@ def test_checkpoint_loads_back_with_its_typed_model_config(run):
     assert best.cfg.optimizer is Optimizer.adamw and best.cfg.finetune.policy is FinetunePolicy.full
 
 
-def test_the_objective_decides_the_checkpoint_and_early_stopping(make_cfg):
+def test_the_objective_decides_the_checkpoint_and_early_stopping(make_cfg, tmp_path):
     """sweep.metric=val_loss, minimize: the kept checkpoint is the epoch of the lowest val_loss."""
     cfg = make_cfg(
         "sweep.metric=val_loss",
@@ -150,8 +153,5 @@ def test_the_objective_decides_the_checkpoint_and_early_stopping(make_cfg):
         Path(result.best_checkpoint).name
         == f"best-epoch{epoch_at[lowest.step]:02d}-val_loss{lowest.value:.4f}.ckpt"
     )
-    states = checkpoint["callbacks"]
-    (checkpointing,) = [v for k, v in states.items() if k.startswith("ModelCheckpoint")]
-    assert checkpointing["best_model_score"].item() == pytest.approx(lowest.value, abs=1e-6)
-    (stopping,) = [k for k in states if k.startswith("EarlyStopping")]
-    assert "'monitor': 'val_loss'" in stopping and "'mode': 'min'" in stopping
+    stopping = build_trainer(cfg.trainer, Objective.of(cfg), tmp_path, logger=False).early_stopping_callback
+    assert (stopping.monitor, stopping.mode) == ("val_loss", "min")

@@ -1,15 +1,43 @@
-"""The trainer factory (lightning_app/trainer.py) on a GPU: ``precision=auto`` is bf16-mixed where the GPU
-supports it, and training steps run on CUDA under it. The ``gpu`` marker skips it where CUDA is absent."""
+"""The trainer factory (lightning_app/trainer.py): what its checkpoints hold, and on a GPU, that
+``precision=auto`` is bf16-mixed where the GPU supports it and training steps run on CUDA under it (the
+``gpu`` marker skips that one where CUDA is absent)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from lightning_app import checkpoints
 from lightning_app.backbone import head_name
 from lightning_app.datamodule import DogBreedsDataModule
+from lightning_app.module import BreedClassifier
+from lightning_app.objective import Objective
 from lightning_app.train import build_module
 from lightning_app.trainer import build_trainer
+
+RESUME_STATE = {"optimizer_states", "lr_schedulers", "callbacks"}
+
+
+def test_the_best_checkpoint_is_weights_only_and_last_ckpt_can_resume(make_cfg, tmp_path):
+    """Adam's moments (twice the weights) and callback state go into last.ckpt only, which resume needs;
+    the best file, the one tested and logged, loads as a model without them."""
+    cfg = make_cfg("trainer.max_epochs=2", "data.image_size=32")
+    datamodule = DogBreedsDataModule(cfg.data)
+    trainer = build_trainer(cfg.trainer, Objective.of(cfg), tmp_path, logger=False)
+    trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
+
+    (best,) = tmp_path.glob("best-*.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([best.name, "last.ckpt"])
+    assert trainer.checkpoint_callback.best_model_path == str(best)
+    best_state = checkpoints.read(best)
+    assert not RESUME_STATE & best_state.keys()
+    assert (
+        BreedClassifier.load_from_checkpoint(best, map_location="cpu").class_names == datamodule.class_names
+    )
+    last_state = checkpoints.read(tmp_path / "last.ckpt")
+    assert last_state.keys() >= RESUME_STATE and last_state["epoch"] == 1
+    assert any(key.startswith("RNGStateCheckpoint") for key in last_state["callbacks"])
+    assert best.stat().st_size < 0.6 * (tmp_path / "last.ckpt").stat().st_size
 
 
 @pytest.mark.gpu
@@ -31,7 +59,7 @@ def test_auto_precision_trains_on_cuda_in_bf16_where_supported(make_cfg, tmp_pat
         lambda _module, _inputs, output: head_outputs.append((output.device.type, output.dtype))
     )
 
-    trainer = build_trainer(cfg.trainer, tmp_path / "checkpoints", logger=False)
+    trainer = build_trainer(cfg.trainer, Objective.of(cfg), tmp_path / "checkpoints", logger=False)
     trainer.fit(module, datamodule=datamodule)
 
     assert trainer.precision == expected_precision
