@@ -7,9 +7,12 @@ point (training compute, not validation, is what the arms differ in).
 Space: learning rate, weight decay and optimizer (sgd or adamw), so some trials are clearly bad and a pruner
 has something to cut. Each trial: resnet18 from scratch at 8 px, a fixed epoch budget (no early stopping).
 
-Per arm, over the sampler seeds: best validation accuracy (mean and spread), total epochs, wall time, and the
-epochs spent (trials in completion order) until the best so far came within 1 point of the same seed's
-unpruned best. Target: within 1 point of the unpruned best at <= 1/3 of its epochs, on every seed.
+Per arm, over the sampler seeds: best validation accuracy (mean and spread), total epochs and their
+fraction of the same seed's unpruned sweep, wall time, and the epochs spent (trials in completion order)
+until the best so far came within 1 point of that seed's unpruned best. Target, read strictly: the whole
+sweep ends within 1 point of the unpruned best having spent <= 1/3 of the unpruned sweep's epochs, on
+every seed. (The epochs-to-1-point figure alone is too lenient on an easy task: an early lucky trial meets
+it for every arm, the unpruned one included.)
 
     .venv/bin/python benchmarks/sweep_efficiency.py                      # full: 24 trials x 4 arms x 2 seeds
     .venv/bin/python benchmarks/sweep_efficiency.py --trials 3 --epochs 2 --seeds 0 --workers 1 --out /tmp/s.json
@@ -169,22 +172,23 @@ def summarize(rows: list[dict]) -> list[dict]:
     arms = []
     for arm in dict.fromkeys(row["arm"] for row in rows):
         mine = [row for row in rows if row["arm"] == arm]
-        fractions = []
+        fractions, spent = [], []
         for row in mine:
             reference = unpruned[row["seed"]]
             needed = epochs_to_within(row["curve"], reference["best_val_acc"])
             row["epochs_to_within_1pt"] = needed
             fractions.append(None if needed is None else needed / reference["epochs"])
+            spent.append(row["epochs"] / reference["epochs"])
         accs = [row["best_val_acc"] for row in mine]
         reached = [f for f in fractions if f is not None]
-        gap = 100 * statistics.mean(unpruned[r["seed"]]["best_val_acc"] - r["best_val_acc"] for r in mine)
+        gaps = [100 * (unpruned[r["seed"]]["best_val_acc"] - r["best_val_acc"]) for r in mine]
         arms.append(
             {
                 "arm": arm,
                 "seeds": len(mine),
                 "best_val_acc_mean": round(statistics.mean(accs), 4),
                 "best_val_acc_spread": round(max(accs) - min(accs), 4),
-                "gap_points_mean": round(gap, 2),
+                "gap_points_mean": round(statistics.mean(gaps), 2),
                 "epochs_mean": round(statistics.mean(r["epochs"] for r in mine), 1),
                 "seconds_mean": round(statistics.mean(r["seconds"] for r in mine), 1),
                 "epochs_to_within_1pt_mean": round(
@@ -193,7 +197,8 @@ def summarize(rows: list[dict]) -> list[dict]:
                 if len(reached) == len(mine)
                 else None,
                 "fraction_of_unpruned_epochs_max": round(max(reached), 3) if reached else None,
-                "meets_target": len(reached) == len(mine) and max(reached) <= TARGET_EPOCH_FRACTION,
+                "epochs_fraction_of_unpruned_max": round(max(spent), 3),
+                "meets_target": max(gaps) <= TARGET_GAP_POINTS and max(spent) <= TARGET_EPOCH_FRACTION,
             }
         )
     return arms
@@ -229,13 +234,14 @@ def main() -> None:
     summary = summarize(rows)
 
     print(
-        f"\n{'arm':<20}{'best val_acc':>16}{'gap pts':>9}{'epochs':>8}{'to 1pt':>8}{'frac':>7}{'s':>8}  target"
+        f"\n{'arm':<20}{'best val_acc':>16}{'gap pts':>9}{'epochs':>8}{'frac':>7}{'to 1pt':>8}{'frac':>7}{'s':>8}  target"
     )
     for arm in summary:
         fraction = arm["fraction_of_unpruned_epochs_max"]
         print(
             f"{arm['arm']:<20}{arm['best_val_acc_mean']:>9.4f} ±{arm['best_val_acc_spread']:<5.3f}"
-            f"{arm['gap_points_mean']:>9.2f}{arm['epochs_mean']:>8}{arm['epochs_to_within_1pt_mean'] or '-':>8}"
+            f"{arm['gap_points_mean']:>9.2f}{arm['epochs_mean']:>8}{arm['epochs_fraction_of_unpruned_max']:>7}"
+            f"{arm['epochs_to_within_1pt_mean'] or '-':>8}"
             f"{fraction if fraction is not None else '-':>7}{arm['seconds_mean']:>8}  {arm['meets_target']}"
         )
     report = {
@@ -247,7 +253,7 @@ def main() -> None:
         "workers": args.workers,
         "sampler": "tpe",
         "seeds": args.seeds,
-        "target": f"within {TARGET_GAP_POINTS} point of the unpruned best at <= "
+        "target": f"best within {TARGET_GAP_POINTS} point of the unpruned best, having spent <= "
         f"{TARGET_EPOCH_FRACTION:.3f} of its epochs, every seed",
         "summary": summary,
         "runs": rows,
