@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from conf.loader import load_config  # noqa: E402
+from dogbreeds import logs  # noqa: E402
 from experiments.sweep import run_sweep  # noqa: E402
 
 TARGET_EPOCH_FRACTION = 1 / 3
@@ -214,6 +215,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=arms, choices=arms)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_efficiency.json"))
     args = parser.parse_args()
+    logs.log_to_stderr()  # the CLI's one log format and noise filters (Optuna's own "[I date]" lines)
+    logs.route_training_logs()
 
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         work = Path(tmp)

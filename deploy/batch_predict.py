@@ -19,11 +19,11 @@ from pathlib import Path
 from conf.errors import DogbreedsError
 from deploy.local_endpoint.process import prepare_package
 from deploy.local_endpoint.server import load_serving_module
+from deploy.packaging import IMAGE_TYPE
 
 log = logging.getLogger(__name__)
 
 BATCH = 32
-IMAGE_TYPE = "application/x-image"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REGISTRY_PREFIX = "models:/"
 

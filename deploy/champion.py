@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from deploy import gate, registry
 from deploy.packaging.builder import build_package
+from lightning_app.tracking import no_artifact_progress_bar
 
 PACKAGE_TAG = "dogbreeds.package"  # artifact path of the attached model.tar.gz in the version's run
 GATE_TAG_PREFIX = "dogbreeds.gate."
@@ -50,7 +51,7 @@ def champion_package(client: MlflowClient, version, dest: Path) -> Path:
     attached = version.tags.get(PACKAGE_TAG)
     if not attached:
         return build_package(version.run_id, dest, client.tracking_uri, model_version=version.run_id)
-    with tempfile.TemporaryDirectory(prefix="dogbreeds-champion-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dogbreeds-champion-") as tmp, no_artifact_progress_bar():
         shutil.copyfile(client.download_artifacts(version.run_id, attached, tmp), dest)
     return dest
 

@@ -22,9 +22,10 @@ import torch
 import torchvision
 
 from conf.schema.choices import GateStack
-from deploy import batch_predict, gate
+from deploy import gate
 from deploy.image_stack import inference_image, torchserve
 from deploy.local_endpoint import process
+from deploy.packaging import IMAGE_TYPE
 from deploy.packaging.builder import unpack
 
 Samples = list[tuple[Path, str]]
@@ -68,7 +69,7 @@ def http_accuracy(url: str, samples: Samples) -> float:
     for path, expected in samples:
         request = urllib.request.Request(
             f"{url}/invocations", data=path.read_bytes(),
-            headers={"Content-Type": batch_predict.IMAGE_TYPE, "Accept": "application/json"},
+            headers={"Content-Type": IMAGE_TYPE, "Accept": "application/json"},
         )  # fmt: skip
         try:
             with urllib.request.urlopen(request, timeout=60) as response:

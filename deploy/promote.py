@@ -18,8 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
 from conf.schema.choices import DeployTarget, GateStack
-from deploy import batch_predict, capacity, champion, container_tuning, gate, gate_stack, registry
+from deploy import capacity, champion, container_tuning, gate, gate_stack, registry
 from deploy.local_endpoint import background
+from deploy.packaging import IMAGE_TYPE
 from deploy.packaging.builder import build_package, package_sha256, unpack
 from lightning_app.objective import Objective
 from lightning_app.tracking import resolve_tracking_uri
@@ -49,7 +50,7 @@ def serving_environment(tarball: Path, serve_cfg, deploy_cfg) -> dict[str, str]:
 
 
 def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=print) -> PromoteResult:
-    """Gates, then (SageMaker) plan, then register @champion, then deploy and record what was deployed.
+    """Gate (and SageMaker capacity), champion, then (SageMaker) plan, register @champion, deploy and record.
 
     ``force`` promotes a candidate that scores worse than the current champion (a deliberate rollback
     to a smaller model, say); the version's ``dogbreeds.gate.forced`` tag says so.
@@ -74,26 +75,28 @@ def promote(cfg: DictConfig, dry_run: bool = False, force: bool = False, echo=pr
     recorded = registry.recorded_at_best_epoch(client, choice.run_id, objective, "val_acc")
     samples = gate.gate_samples(cfg.data)
     capacity.check_settings(deploy.autoscaling)
+    if deploy.target == DeployTarget.sagemaker:
+        from deploy.aws import security
+
+        security.refuse_url_fetch_when_isolated(deploy, cfg.serve)  # a config mistake before serving anything
     host_environment = measuring_environment(tarball, cfg)
-    score = gate_stack.scorer(deploy, host_environment)
-    result = gate.check(tarball, samples, recorded, deploy.gate_tolerance, score)
+    result, measured = gate_and_measure(tarball, samples, recorded, cfg, host_environment)
     echo(
         f"gate passed: package val_acc={result.reproduced:.4f} vs recorded {result.recorded:.4f} "
         f"on {result.images} validation images (tolerance {result.tolerance}, {deploy.gate_stack} stack)"
     )
+    if measured is not None:
+        echo(measured.describe())
+    score = gate_stack.scorer(deploy, host_environment)
     current = champion.score_champion(client, deploy.registered_model, samples, workdir, choice.run_id, score)
     echo(champion.compare(result, current, force))
-    promoted = PromoteResult(choice.run_id, choice.reason, result, current, None, tarball)
+    promoted = PromoteResult(choice.run_id, choice.reason, result, current, None, tarball, capacity=measured)
     plan = None
     if deploy.target == DeployTarget.sagemaker:
-        from deploy.aws import security
         from deploy.aws.plan import format_plan
 
-        security.refuse_url_fetch_when_isolated(deploy, cfg.serve)  # a config mistake before measuring
-        if deploy.autoscaling.target_invocations_per_instance is None:
-            promoted.capacity = measure_capacity(tarball, samples[0][0], cfg, host_environment)
-            echo(promoted.capacity.describe())
-            cfg = with_scaling_target(cfg, promoted.capacity.target_per_minute)
+        if measured is not None:
+            cfg = with_scaling_target(cfg, measured.target_per_minute)
         plan = sagemaker_plan(cfg, choice.run_id, tarball)
         echo(format_plan(plan))
     if dry_run:
@@ -138,12 +141,35 @@ def measuring_environment(tarball: Path, cfg: DictConfig) -> dict[str, str]:
     return serving_environment(tarball, cfg.serve, here)
 
 
+def gate_and_measure(tarball: Path, samples, recorded: float, cfg: DictConfig, environment: dict[str, str]):
+    """The candidate's gate, then its capacity when autoscaling's target is to be measured (SageMaker,
+    no configured target): ``(GateResult, Capacity | None)``. Measured before the champion is scored
+    (a few seconds, wasted only when the champion stays), so a container gate and the measurement share
+    one TorchServe: its start (load check, model load) is most of a container gate's time."""
+    deploy = cfg.deploy
+    measuring = (
+        deploy.target == DeployTarget.sagemaker and deploy.autoscaling.target_invocations_per_instance is None
+    )
+    if deploy.gate_stack == GateStack.local:  # the gate runs in process; measuring needs an endpoint process
+        result = gate.check(tarball, samples, recorded, deploy.gate_tolerance)
+        return result, measure_capacity(tarball, samples[0][0], cfg, environment) if measuring else None
+    with gate_stack.served(tarball, deploy, environment) as url:
+
+        def at_url(_tarball: Path, some) -> float:
+            return gate_stack.http_accuracy(url, some)
+
+        result = gate.check(tarball, samples, recorded, deploy.gate_tolerance, at_url)
+        return result, measure_at(url, samples[0][0], cfg) if measuring else None
+
+
 def measure_capacity(tarball: Path, image: Path, cfg: DictConfig, environment: dict[str, str]):
-    vcpus, _ = container_tuning.instance_resources(cfg.deploy.instance_type, cfg.deploy.container.vcpus)
     with gate_stack.served(tarball, cfg.deploy, environment) as url:
-        return capacity.measure(
-            url, image, cfg.deploy.autoscaling, str(cfg.deploy.gate_stack), vcpus, batch_predict.IMAGE_TYPE
-        )
+        return measure_at(url, image, cfg)
+
+
+def measure_at(url: str, image: Path, cfg: DictConfig) -> capacity.Capacity:
+    vcpus, _ = container_tuning.instance_resources(cfg.deploy.instance_type, cfg.deploy.container.vcpus)
+    return capacity.measure(url, image, cfg.deploy.autoscaling, str(cfg.deploy.gate_stack), vcpus, IMAGE_TYPE)
 
 
 def with_scaling_target(cfg: DictConfig, per_minute: float) -> DictConfig:

@@ -7,6 +7,7 @@ reuses its model version, so re-running promote never piles up versions.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
@@ -185,7 +186,8 @@ def register_champion(client: MlflowClient, name: str, run_id: str) -> Registrat
         previous_uri = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(client.tracking_uri)
         try:
-            version = str(mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name).version)
+            with _mlflow_prints_off():
+                version = str(mlflow.register_model(f"runs:/{run_id}/{MODEL_ARTIFACT}", name).version)
         finally:
             mlflow.set_tracking_uri(previous_uri)
     try:
@@ -197,6 +199,22 @@ def register_champion(client: MlflowClient, name: str, run_id: str) -> Registrat
     client.set_registered_model_alias(name, CHAMPION, version)
     previous = current if current != version else _alias_version(client, name, PREVIOUS)
     return Registration(name, version, previous)
+
+
+@contextmanager
+def _mlflow_prints_off():
+    """``register_model`` prints "Registered model 'NAME' already exists. Creating a new version of this
+    model..." (always: the model is created above, with its tags) and "Created version 'N'" straight to
+    stderr, past logging and its filters; promote says the same in one line of its own. Its warnings go
+    through logging and still show."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    enabled = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = enabled
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:

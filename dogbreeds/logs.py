@@ -60,6 +60,8 @@ def log_to_stderr(verbosity: int = 0) -> None:
         root.removeHandler(previous)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
+    # Imported before this call (the demo, a benchmark), MLflow set itself to INFO beside its own handler.
+    logging.getLogger("mlflow").setLevel(logging.NOTSET)
     for package in OUR_PACKAGES:
         logging.getLogger(package).setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     _drop_library_handlers()  # of libraries imported already (a test process, a notebook)

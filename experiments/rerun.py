@@ -47,7 +47,7 @@ def recorded_config(client, run_id: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(
             f"rerun takes key=value overrides of the recorded config, not group choices: {', '.join(groups)}"
         )
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tracking.no_artifact_progress_bar():
         recorded = OmegaConf.load(client.download_artifacts(run_id, tracking.CONFIG_ARTIFACT, tmp))
     cfg = load_config()
     try:

@@ -49,9 +49,6 @@ class Plot:
 
 def plots_for(study: optuna.Study, metric: str) -> list[Plot]:
     """The plots this study can fill, in reading order."""
-    from optuna import visualization as plotly_plots
-    from optuna.visualization import matplotlib as static_plots
-
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     with_curves = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
     searched = {name for trial in completed for name in trial.params}
@@ -60,54 +57,33 @@ def plots_for(study: optuna.Study, metric: str) -> list[Plot]:
     if len(study.directions) > 1:
         named["target"] = lambda trial: trial.values[0]
         if completed:
-            names = {"target_names": study.metric_names}
-            plots.append(
-                Plot(
-                    "pareto_front",
-                    " against ".join(study.metric_names or ()) + ": Pareto front",
-                    lambda s: plotly_plots.plot_pareto_front(s, **names),
-                    lambda s: static_plots.plot_pareto_front(s, **names),
-                )
-            )
+            title = " against ".join(study.metric_names or ()) + ": Pareto front"
+            plots.append(_plot("pareto_front", title, target_names=study.metric_names))
     if completed:
-        plots.append(
-            Plot(
-                "optimization_history",
-                f"{metric} per trial",
-                lambda s: plotly_plots.plot_optimization_history(s, **named),
-                lambda s: static_plots.plot_optimization_history(s, **named),
-            )
-        )
+        plots.append(_plot("optimization_history", f"{metric} per trial", **named))
     if with_curves:
-        plots.append(
-            Plot(
-                "learning_curves",
-                f"{metric} per epoch, all trials",
-                lambda s: plotly_plots.plot_intermediate_values(s).update_layout(
-                    xaxis_title="epoch", yaxis_title=metric
-                ),
-                lambda s: static_plots.plot_intermediate_values(s),
-            )
-        )
+        # Optuna names the function after the values, ours after what they are (axes set in write_report).
+        title = f"{metric} per epoch, all trials"
+        plots.append(_plot("learning_curves", title, function="intermediate_values"))
     if len(completed) >= 2 and searched:
-        plots.append(
-            Plot(
-                "parallel_coordinate",
-                f"{metric} against the sampled values",
-                lambda s: plotly_plots.plot_parallel_coordinate(s, **named),
-                lambda s: static_plots.plot_parallel_coordinate(s, **named),
-            )
-        )
+        plots.append(_plot("parallel_coordinate", f"{metric} against the sampled values", **named))
     if len(completed) >= MIN_TRIALS_FOR_IMPORTANCES and len(searched) >= 2:
-        plots.append(
-            Plot(
-                "param_importances",
-                f"parameter importances for {metric}",
-                lambda s: plotly_plots.plot_param_importances(s, **named),
-                lambda s: static_plots.plot_param_importances(s, **named),
-            )
-        )
+        plots.append(_plot("param_importances", f"parameter importances for {metric}", **named))
     return plots
+
+
+def _plot(name: str, title: str, function: str | None = None, **kwargs) -> Plot:
+    """Optuna's ``plot_<function>`` (default: ``name``) in both backends, which share names and arguments."""
+    from optuna import visualization as plotly_plots
+    from optuna.visualization import matplotlib as static_plots
+
+    function = f"plot_{function or name}"
+    return Plot(
+        name,
+        title,
+        lambda study: getattr(plotly_plots, function)(study, **kwargs),
+        lambda study: getattr(static_plots, function)(study, **kwargs),
+    )
 
 
 def write_report(study: optuna.Study, metric: str, out_dir: Path) -> list[Path]:
@@ -133,8 +109,9 @@ def write_report(study: optuna.Study, metric: str, out_dir: Path) -> list[Path]:
             continue
         static_figure = _figure_of(axes)
         static_figure.axes[0].set_title(plot.title)
-        if plot.name == "learning_curves":
+        if plot.name == "learning_curves":  # Optuna labels them "Step" and "Intermediate Value"
             static_figure.axes[0].set(xlabel="epoch", ylabel=metric)
+            figure.update_layout(xaxis_title="epoch", yaxis_title=metric)
         png = out_dir / f"{plot.name}.png"
         static_figure.savefig(png, dpi=100, bbox_inches="tight")
         plt.close(static_figure)

@@ -38,6 +38,13 @@ DROPPED_LOG_MESSAGES = {
     "mlflow.tracking._model_registry.fluent": re.compile(
         r"Run with id \w+ has no artifacts at artifact path '[^']*', registering model based on models:/"
     ),
+    # A fresh SQLite store's schema set-up, at every first use of a new mlflow.db (tests, demo, notebooks).
+    "mlflow.store.db.utils": re.compile(r"Creating initial MLflow database tables|Updating database tables"),
+    # The monitor's start and stop around every standalone run; the system/* metrics are the news.
+    "mlflow.system_metrics.system_metrics_monitor": re.compile(
+        r"Started monitoring system metrics|Skip logging GPU metrics|Stopping system metrics monitoring"
+        r"|Successfully terminated system metrics monitoring"
+    ),
 }
 IGNORED_WARNINGS = (
     # Lightning 2.6's own pytree copy still calls torch's deprecated LeafSpec; nothing for us to change.

@@ -219,6 +219,23 @@ def local_artifact(client, run_id: str, path: str) -> Path | None:
     return found if found.is_file() else None
 
 
+@contextmanager
+def no_artifact_progress_bar():
+    """MLflow draws a "Downloading artifacts" tqdm bar for every artifact download (the model it loads
+    back to validate an input example, the checkpoint a package is built from): on a console it breaks
+    the one log format, in a CI or SageMaker log it is dozens of carriage-return lines. MLflow reads the
+    switch on every download, so it is off for the block only."""
+    previous = os.environ.get(PROGRESS_BAR_ENV)
+    os.environ[PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[PROGRESS_BAR_ENV] = previous
+
+
 def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> None:
     """Log the image-serving pyfunc (``image_pyfunc``) with ``checkpoint`` as its artifact, a signature
     (image bytes in; top-k labels and probabilities out; ``top_k`` param) and a JPEG input example."""
@@ -239,12 +256,12 @@ def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> No
     )
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
-    # Logging a model reads artifacts back, which draws a "Downloading artifacts" progress bar on the
-    # training console.
-    previous_bar = os.environ.get(PROGRESS_BAR_ENV)
-    os.environ[PROGRESS_BAR_ENV] = "false"
+    # Logging a model reads an artifact back (a download).
     try:
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        with (
+            no_artifact_progress_bar(),
+            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None),
+        ):
             # mlflow.pyfunc.log_model, without its serving check (see ``_PYFUNC_FLAVOR``).
             Model.log(
                 artifact_path=None,  # deprecated for ``name``, but still a required argument
@@ -261,10 +278,6 @@ def log_image_model(client, run_id: str, checkpoint: Path, metadata: dict) -> No
             )
     finally:
         mlflow.set_tracking_uri(previous_uri)
-        if previous_bar is None:
-            os.environ.pop(PROGRESS_BAR_ENV, None)
-        else:
-            os.environ[PROGRESS_BAR_ENV] = previous_bar
 
 
 def _save_pyfunc(validate_serving_input: bool = True, **kwargs) -> None:

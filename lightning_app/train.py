@@ -9,6 +9,7 @@ to MLflow and writes files.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -50,6 +51,17 @@ def build_module(cfg: DictConfig, datamodule: DogBreedsDataModule) -> BreedClass
     )
 
 
+@functools.cache
+def notice_from_scratch(arch: str) -> None:
+    """Once per process and architecture: a sweep's every trial trains the same way, and the advice is
+    the same each time."""
+    log.info(
+        "training %s from scratch (model.weights=null); fine-tune with model=resnet50 or "
+        "model.weights=<torchvision weights name or file>",
+        arch,
+    )
+
+
 def check_objective_is_logged(objective: Objective, module: BreedClassifier) -> None:
     """Fail before training, not at the end of the first epoch: the classes decide what is logged."""
     logged = module.validation_metric_names
@@ -88,11 +100,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     if (
         cfg.model.weights is None
     ):  # the default (no download here); a fine-tuning run wants pretrained weights
-        log.info(
-            "training %s from scratch (model.weights=null); fine-tune with model=resnet50 or "
-            "model.weights=<torchvision weights name or file>",
-            cfg.model.arch,
-        )
+        notice_from_scratch(cfg.model.arch)
     objective = Objective.of(cfg)
     check_objective_is_logged(objective, module)
     finetune = cfg.model.finetune

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
+import sys
+import time
 
 import pytest
-from helpers.servers import BIN
+from helpers.servers import run_cli
 from helpers.training import TINY_RUN, run_overrides
+from mlflow import MlflowClient
 
 from conf.loader import load_config
+from deploy.packaging.builder import download_run_checkpoint
+from lightning_app import tracking
 from lightning_app.epoch_lines import EpochLines, epoch_line
 from lightning_app.library_noise import silence_library_noise
 from lightning_app.objective import Objective
@@ -31,11 +37,7 @@ ONE_FORMAT = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 
 def quiet_stderr_of(cwd, verb: str, *overrides: str) -> list[str]:
     """Run ``dogbreeds VERB`` as a user would; its stderr lines, checked for noise and a second format."""
-    done = subprocess.run(
-        [str(BIN / "dogbreeds"), verb, *overrides], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stderr.splitlines()
+    lines = run_cli(verb, *overrides, cwd=cwd, timeout=300).stderr.splitlines()
     assert [line for line in lines if any(noise in line for noise in NOISE)] == []
     assert [line for line in lines if not ONE_FORMAT.match(line)] == []
     return lines
@@ -60,6 +62,7 @@ def test_a_sweep_keeps_one_format_from_trial_to_trial(sample_root, tmp_path):
         tmp_path, "sweep", *overrides, f"sweep.storage=sqlite:///{tmp_path / 'optuna.db'}"
     )
     assert sum("Trial" in line and "finished" in line for line in lines) == 2
+    assert sum("from scratch (model.weights=null)" in line for line in lines) == 1  # not once per trial
 
 
 def test_terminal_gets_the_bar_and_anything_else_epoch_lines(make_cfg, tmp_path):
@@ -100,3 +103,39 @@ def test_only_the_named_library_messages_are_dropped(caplog):
     ]
     silence_library_noise()  # idempotent: still one filter per logger
     assert len(rank_zero.filters) == len(registry.filters) == 1
+
+
+def test_a_fresh_store_and_system_metrics_log_nothing(caplog, tmp_path):
+    """A new SQLite store announces its schema set-up, the system-metrics monitor its start and stop."""
+    silence_library_noise()
+    with caplog.at_level(logging.INFO):
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        run_id = client.create_run(tracking.ensure_experiment(client, "quiet")).info.run_id
+        with tracking.system_metrics(run_id, client.tracking_uri, enabled=True, interval=0.1):
+            time.sleep(0.5)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("mlflow")] == []
+    assert any(key.startswith("system/") for key in client.get_run(run_id).data.metrics)  # it did run
+
+
+def test_artifact_downloads_draw_no_progress_bar(capfd, tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(tracking.ensure_experiment(client, "quiet")).info.run_id
+    checkpoint = tmp_path / "best.ckpt"
+    checkpoint.write_bytes(b"weights")
+    client.log_artifact(run_id, str(checkpoint), tracking.CHECKPOINT_ARTIFACT)
+    capfd.readouterr()
+    downloaded, _ = download_run_checkpoint(run_id, client.tracking_uri, tmp_path / "download")
+    assert downloaded.read_bytes() == b"weights"
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    assert tracking.PROGRESS_BAR_ENV not in os.environ  # put back as it was
+
+
+def test_log_to_stderr_takes_mlflow_back_to_warning_when_it_was_imported_first():
+    """``make demo`` imports MLflow before setting up logs: MLflow then sets itself to INFO."""
+    probe = (
+        "import logging, mlflow; from dogbreeds import logs; before = logging.getLogger('mlflow').level; "
+        "logs.log_to_stderr(); print(before, logging.getLogger('mlflow').getEffectiveLevel())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_CONFIGURE_LOGGING"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == [str(logging.INFO), str(logging.WARNING)]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 import torch
-from helpers.servers import BIN
+from helpers.servers import run_cli
 from helpers.training import TINY_RUN, run_overrides
 from mlflow import MlflowClient
 
@@ -30,15 +27,7 @@ DDP = [
 def ddp_run(sample_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("ddp")
     overrides = run_overrides(TINY_RUN, sample_root, work, *DDP)
-    proc = subprocess.run(
-        [str(BIN / "dogbreeds"), "train", *overrides],
-        cwd=work,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_cli("train", *overrides, cwd=work, timeout=400)
     return work, MlflowClient(load_config(overrides).tracking_uri), overrides, proc
 
 

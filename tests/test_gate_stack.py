@@ -14,7 +14,7 @@ import torch
 
 from conf.loader import ConfigError, load_config
 from deploy import capacity, gate, gate_stack, promote
-from deploy.image_stack import inference_image
+from deploy.image_stack import inference_image, torchserve
 from deploy.packaging.builder import build_package, unpack, write_tarball
 
 
@@ -118,3 +118,34 @@ def test_bad_capacity_settings_are_refused(override, message):
 def test_an_unknown_gate_stack_is_refused():
     with pytest.raises(ConfigError, match="gate_stack"):
         load_config(["deploy.gate_stack=docker"])
+
+
+@pytest.mark.slow
+def test_a_container_gated_sagemaker_promote_serves_the_candidate_once(
+    container_cfg, trained_run, tmp_path, monkeypatch
+):
+    """The gate and the capacity measurement share one TorchServe (its start is most of their time)."""
+    starts = []
+    real_serve = torchserve.serve
+
+    def counted_serve(*args, **kwargs):
+        starts.append(args[1])  # the package folder
+        return real_serve(*args, **kwargs)
+
+    monkeypatch.setattr(torchserve, "serve", counted_serve)
+    overrides = [
+        *trained_run.overrides,
+        f"output_dir={tmp_path}",
+        f"deploy.run_id={trained_run.result.run_id}",
+    ]
+    overrides += ["deploy=sagemaker", "deploy.gate_stack=container", "deploy.assume_absent=true"]
+    overrides += [
+        "deploy.bucket=b",
+        "deploy.registered_model=dogs-once",
+        "deploy.autoscaling.measure_seconds=1",
+    ]
+    printed = []
+    promoted = promote.promote(load_config(overrides), dry_run=True, echo=printed.append)
+    assert promoted.gate.passed and promoted.capacity.stack == "container" and promoted.capacity.req_s > 0
+    assert len(starts) == 1  # no champion yet under this name: the candidate only, served once
+    assert any("gate passed" in line and "container stack" in line for line in printed)

@@ -154,8 +154,10 @@ def test_promote_local_then_invoke_returns_the_right_breed(trained_run, tmp_path
     ]
 
 
-def test_registry_moves_champion_and_keeps_previous(tmp_path):
-    """Two runs with a logged model each; registering the second moves @champion and sets @previous."""
+def test_registry_moves_champion_and_keeps_previous(tmp_path, capfd):
+    """Two runs with a logged model each; registering the second moves @champion and sets @previous.
+    MLflow's own "already exists. Creating a new version" and "Created version" prints stay off the
+    console (promote says it in one line)."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = tracking.ensure_experiment(client, "registry")
     run_ids = []
@@ -167,11 +169,14 @@ def test_registry_moves_champion_and_keeps_previous(tmp_path):
         client.set_terminated(run_id)
         run_ids.append(run_id)
     uri_before = mlflow.get_tracking_uri()
+    capfd.readouterr()
     first = registry.register_champion(client, "dogs", run_ids[0])
     assert (first.version, first.previous_version) == ("1", None)
     assert mlflow.get_tracking_uri() == uri_before  # the fluent API's global URI is put back
     second = registry.register_champion(client, "dogs", run_ids[1])
     assert (second.version, second.previous_version) == ("2", "1")
+    printed = capfd.readouterr()
+    assert "already exists" not in printed.err and "Created version" not in printed.err
     again = registry.register_champion(client, "dogs", run_ids[1])  # idempotent: no version 3
     assert (again.version, again.previous_version) == ("2", "1")
     assert len(client.search_model_versions("name = 'dogs'")) == 2

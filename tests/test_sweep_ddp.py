@@ -3,12 +3,9 @@ which every rank follows (a rank that kept training would wait forever in its ne
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import optuna
 import pytest
-from helpers.servers import BIN
+from helpers.servers import run_cli
 from helpers.training import TINY_RUN, run_overrides
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -38,17 +35,8 @@ def test_a_ddp_trial_is_pruned_on_every_rank_and_tagged_pruned(sample_root, tmp_
         f"sweep.storage=sqlite:///{tmp_path / 'optuna.db'}",
         "experiment_name=ddp-sweep",
     )
-    proc = subprocess.run(
-        [str(BIN / "dogbreeds"), "sweep", *overrides],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,  # a rank left training alone hangs: this turns the hang into a failure
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    assert "Starting with 2 processes" in output
+    proc = run_cli("sweep", *overrides, cwd=tmp_path, timeout=300)  # a rank left training alone hangs
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr
 
     cfg = load_config(overrides)
     study = optuna.load_study(

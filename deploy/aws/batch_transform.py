@@ -19,9 +19,9 @@ from conf.errors import DogbreedsError
 from deploy.aws.calls import AwsCalls, AwsDeployError
 from deploy.aws.names import resource_tags
 from deploy.aws.sagemaker_endpoint import as_tags
+from deploy.packaging import IMAGE_TYPE
 
 MODEL_STEP = "sagemaker-model"
-IMAGE_TYPE = "application/x-image"
 MAX_PAYLOAD_MB = 6  # the endpoint's own body limit (SageMaker real-time invocations)
 TOP_K_ENV = "DOGBREEDS_TOP_K"  # ServingSettings.from_env in the package's inference.py
 

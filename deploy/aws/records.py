@@ -17,6 +17,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from lightning_app.tracking import no_artifact_progress_bar
+
 TAG_PREFIX = "dogbreeds.deployment."
 FORMAT = 1
 
@@ -62,7 +64,7 @@ def load_records(client: MlflowClient, model_name: str, endpoint: str) -> list[d
     except MlflowException:
         return []
     records = []
-    with tempfile.TemporaryDirectory(prefix="dogbreeds-records-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dogbreeds-records-") as tmp, no_artifact_progress_bar():
         for version in versions:
             folder = version.tags.get(TAG_PREFIX + endpoint)
             if not folder:

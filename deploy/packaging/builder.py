@@ -74,14 +74,15 @@ def download_run_checkpoint(run_id: str, tracking_uri: str | None, dest: Path) -
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from lightning_app.tracking import CHECKPOINT_ARTIFACT, resolve_tracking_uri
+    from lightning_app.tracking import CHECKPOINT_ARTIFACT, no_artifact_progress_bar, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
         run = mlflow.MlflowClient(uri).get_run(run_id)
-        folder = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dest), tracking_uri=uri
-        )
+        with no_artifact_progress_bar():
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dest), tracking_uri=uri
+            )
     except MlflowException as err:
         raise PackageError(f"cannot read run {run_id!r} from {uri}: {err.message}") from err
     checkpoints = sorted(Path(folder).glob("*.ckpt"))

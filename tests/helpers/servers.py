@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,21 @@ from helpers.waiting import wait_for
 
 # The venv's bin folder: console scripts (dogbreeds, mlflow, torchrun) of the interpreter running the tests.
 BIN = Path(sys.executable).parent
+
+
+def run_cli(verb: str, *args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """``dogbreeds VERB args...`` as a user runs it, in ``cwd``; fails the test with the output's tail
+    unless it exits 0. ``timeout`` turns a hang (a DDP rank left waiting) into a failure."""
+    proc = subprocess.run(
+        [str(BIN / "dogbreeds"), verb, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
 
 
 def free_port() -> int:
