@@ -93,6 +93,7 @@ def write_report(study: optuna.Study, metric: str, out_dir: Path) -> list[Path]:
     out with a warning instead of failing the sweep, whose trials are done by now.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, written = [], []
@@ -111,6 +112,7 @@ def write_report(study: optuna.Study, metric: str, out_dir: Path) -> list[Path]:
         static_figure.axes[0].set_title(plot.title)
         if plot.name == "learning_curves":  # Optuna labels them "Step" and "Intermediate Value"
             static_figure.axes[0].set(xlabel="epoch", ylabel=metric)
+            static_figure.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 0.5
             figure.update_layout(xaxis_title="epoch", yaxis_title=metric)
         png = out_dir / f"{plot.name}.png"
         static_figure.savefig(png, dpi=100, bbox_inches="tight")
