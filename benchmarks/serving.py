@@ -166,7 +166,7 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
     torch.set_num_threads(threads)
     serving = load_serving_module(package_dir)
     model = serving.load_model(package_dir, serving.ServingSettings(), "auto")
-    tensor = serving.decode_image(image, model)
+    tensor = model.transform(serving.decode_image(image, model))
 
     def timed(n: int) -> float:
         images = tensor.unsqueeze(0).repeat(n, 1, 1, 1).to(model.device)
@@ -185,7 +185,7 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            serving.decode_image(image, model)
+            model.transform(serving.decode_image(image, model))
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
@@ -197,6 +197,66 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
         f"forward_batch{batch}_ms": round(1000 * batched, 2),
         "images_per_s": round(batch / batched, 2),
         "device": str(model.device),
+    }
+
+
+def forward_probe(package_dir: str, threads: int, teams: int, repeats: int = 15) -> None:
+    """Prints the median batch-1 forward (ms) of the main thread while ``teams - 1`` other threads, each
+    having run a forward (and so holding an OpenMP team of its own), stay alive."""
+    import torch
+
+    from deploy.local_endpoint.server import load_serving_module
+
+    torch.set_num_threads(threads)
+    serving = load_serving_module(Path(package_dir))
+    model = serving.load_model(Path(package_dir), serving.ServingSettings(), "cpu")
+    images = torch.zeros(1, 3, 224, 224)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model.network(images)
+
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def hold_a_team() -> None:
+        forward()
+        started.release()
+        release.wait()
+
+    others = [threading.Thread(target=hold_a_team) for _ in range(teams - 1)]
+    for other in others:
+        other.start()
+        started.acquire()
+    forward()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - start)
+    release.set()
+    print(json.dumps(round(1000 * statistics.median(times), 2)))
+
+
+def openmp_teams(package_dir: Path, threads: int, rounds: int) -> dict:
+    """Why the server runs every tensor operation on one thread: the batch-1 forward in a process with one
+    OpenMP team vs one where a second thread has run a forward too, in alternated fresh processes."""
+    medians: dict[int, list[float]] = {1: [], 2: []}
+    for index in range(rounds):
+        for teams in (1, 2) if index % 2 == 0 else (2, 1):
+            command = [
+                sys.executable,
+                __file__,
+                "--forward-probe",
+                str(package_dir),
+                str(threads),
+                str(teams),
+            ]
+            out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+            medians[teams].append(float(out.split()[-1]))
+    return {
+        "forward_batch1_ms_one_openmp_team": statistics.median(medians[1]),
+        "forward_batch1_ms_two_openmp_teams": statistics.median(medians[2]),
+        "rounds": medians,
     }
 
 
@@ -245,9 +305,15 @@ def main() -> None:
     parser.add_argument(
         "--naive-server", nargs=3, metavar=("PACKAGE", "PORT", "THREADS"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--forward-probe", nargs=3, metavar=("PACKAGE", "THREADS", "TEAMS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.naive_server:
         naive_server(args.naive_server[0], int(args.naive_server[1]), int(args.naive_server[2]))
+        return
+    if args.forward_probe:
+        forward_probe(args.forward_probe[0], int(args.forward_probe[1]), int(args.forward_probe[2]))
         return
 
     threads = os.cpu_count() or 1
@@ -257,6 +323,8 @@ def main() -> None:
         package_dir = make_package(args.arch, args.image_size, folder)
         bound = ceiling(package_dir, image, threads, args.max_batch_size, repeats=5)
         print(f"ceiling (bare forward): {bound}")
+        teams = openmp_teams(package_dir, threads, args.rounds)
+        print(f"batch-1 forward, one vs two OpenMP teams in the process: {teams}")
         commands = {
             "ours": lambda port: [sys.executable, "-m", "dogbreeds.cli", "serve", str(package_dir),
                                   f"serve.port={port}", f"serve.max_batch_size={args.max_batch_size}"],
@@ -297,6 +365,7 @@ def main() -> None:
         "arch": args.arch,
         "image_size": args.image_size,
         "ceiling": bound,
+        "openmp_teams": teams,
         "ours": ours,
         "naive": naive,
         "rounds": rounds,

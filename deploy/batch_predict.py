@@ -43,7 +43,7 @@ def load_package_model(package_dir: Path) -> tuple[types.ModuleType, object]:
     """The package's serving module and its loaded model, as SageMaker's ``model_fn`` loads it."""
     serving = load_serving_module(package_dir)
     model = serving.model_fn(str(package_dir))
-    log.info("model %s (%d classes) on %s", package_dir, len(model.class_names), model.device)
+    log.debug("model %s (%d classes) on %s", package_dir, len(model.class_names), model.device)
     return serving, model
 
 

@@ -4,7 +4,8 @@
   the port only accepts connections when ready; afterwards ``/ping`` never touches the model, and
   decoding and inference run in threads, so it answers at once under load.
 - ``POST /invocations``: runs the package's own ``code/inference.py`` (imported from the unpacked
-  package, not from this repository), with concurrent requests micro-batched into one forward pass.
+  package, not from this repository): requests are decoded in threads, then micro-batched into one
+  forward pass on the model thread (``batching``).
 - ``POST /endpoints/{name}/invocations``: what boto3's ``sagemaker-runtime`` ``invoke_endpoint`` calls,
   so code written for a SageMaker endpoint (the Lambda handler) runs unchanged against this server.
   Container errors come back the way SageMaker wraps them: a ``ModelError`` (424) carrying
@@ -22,6 +23,7 @@ then runs the lifespan shutdown, which stops the batcher.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import importlib
@@ -40,7 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deploy.local_endpoint.batching import BUSY, MicroBatcher
+from deploy.local_endpoint.batching import MicroBatcher, model_thread
 from deploy.local_endpoint.bodies import BodyRefused, RefusalWhileUploading, read_body
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ class Endpoint:
         self.serving = load_serving_module(self.package_dir)
         self.model = None
         self.batcher: MicroBatcher | None = None
+        self.model_thread = model_thread()
         self.decode_limiter = anyio.CapacityLimiter(cfg.decode_threads or os.cpu_count() or 1)
 
     @contextlib.asynccontextmanager
@@ -123,21 +126,23 @@ class Endpoint:
 
         torch.set_num_threads(self.cfg.torch_threads or max(1, (os.cpu_count() or 1) // self.cfg.workers))
         settings = serving_settings(self.serving, self.cfg)
-        self.model = await anyio.to_thread.run_sync(
-            partial(self.serving.load_model, self.package_dir, settings, self.cfg.device)
-        )
-        self.batcher = MicroBatcher(
-            partial(self.serving.predict_many, model=self.model),
-            size_of=lambda request: len(request.images),
-            max_batch_size=self.cfg.max_batch_size,
-            max_wait_s=self.cfg.max_wait_ms / 1000,
-        )
-        self.batcher.start()
-        log.info("endpoint ready: %s", json.dumps(self.model.identity))
+        load = partial(self.serving.load_model, self.package_dir, settings, self.cfg.device)
         try:
+            self.model = await asyncio.get_running_loop().run_in_executor(self.model_thread, load)
+            self.batcher = MicroBatcher(
+                partial(self.serving.predict_many, model=self.model),
+                size_of=lambda request: len(request.images),
+                max_batch_size=self.cfg.max_batch_size,
+                max_wait_s=self.cfg.max_wait_ms / 1000,
+                executor=self.model_thread,
+            )
+            self.batcher.start()
+            log.info("endpoint ready: %s", json.dumps(self.model.identity))
             yield
         finally:
-            await self.batcher.stop()
+            if self.batcher:
+                await self.batcher.stop()
+            self.model_thread.shutdown(wait=True)
 
     async def ping(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": self.model.identity})
@@ -184,22 +189,21 @@ class Endpoint:
     async def _predict(self, request: Request, body: bytes, budget) -> tuple[int, bytes]:
         serving = self.serving
 
-        def decode_and_run_if_idle():
+        def decode():
             budget.check("waiting for a decoding thread", status=503, advice="; the endpoint is overloaded")
-            data = serving.decode_request(
+            return serving.decode_request(
                 body,
                 request.headers.get("content-type"),
                 self.model,
                 request.headers.get(CUSTOM_ATTRIBUTES),
                 budget,
             )
-            return data, self.batcher.run_now(data)
 
-        data, prediction = await anyio.to_thread.run_sync(decode_and_run_if_idle, limiter=self.decode_limiter)
-        if prediction is BUSY:
-            with anyio.move_on_after(budget.remaining()):
-                prediction = await self.batcher.submit(data)
-        if prediction is BUSY:  # still: the budget ran out in the queue
+        data = await anyio.to_thread.run_sync(decode, limiter=self.decode_limiter)
+        prediction = None
+        with anyio.move_on_after(budget.remaining()):
+            prediction = await self.batcher.submit(data)
+        if prediction is None:  # the budget ran out in the queue
             message = (
                 f"no prediction within this endpoint's {budget.seconds:g} s request limit; it is overloaded"
             )

@@ -1,6 +1,6 @@
-"""Image bytes -> preprocessed tensor, with the cost of decoding bounded whatever the image's structure.
+"""Image bytes -> upright RGB image, with the cost of decoding bounded whatever the image's structure.
 
-Part of the code inside ``model.tar.gz`` (see ``inference.py``): torch, Pillow and the standard library only.
+Part of the code inside ``model.tar.gz`` (see ``inference.py``): Pillow and the standard library only.
 
 Three bounds, each cheaper than the work it prevents:
 
@@ -18,6 +18,9 @@ Three bounds, each cheaper than the work it prevents:
 
 Photos taken sideways are stored sideways with an EXIF orientation tag; the image is turned upright the
 way training does it (``ImageOps.exif_transpose``, see ``lightning_app/images.py``).
+
+No torch here: decoding runs in the server's decoding threads, and tensor work belongs to the model
+thread (``predict_many`` applies the eval transform; see ``deploy/local_endpoint/batching.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import io
 import re
 from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 if __package__:  # imported from the repository or as a package module by the local endpoint
@@ -88,8 +90,8 @@ class _PacedBytes(io.BytesIO):
         return super().read(size)
 
 
-def decode_image(data: bytes, model: Model, budget: Budget | None = None) -> torch.Tensor:
-    """Bytes -> preprocessed tensor, or RequestError (4xx) saying what to change."""
+def decode_image(data: bytes, model: Model, budget: Budget | None = None) -> Image.Image:
+    """Bytes -> upright RGB image, or RequestError (4xx) saying what to change."""
     settings = model.settings
     budget = budget or Budget(settings.request_timeout_s)
     scans = jpeg_scan_count(data) if data[:2] == b"\xff\xd8" else 0
@@ -129,4 +131,4 @@ def decode_image(data: bytes, model: Model, budget: Budget | None = None) -> tor
         ) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise RequestError(400, f"image could not be decoded (truncated or corrupt?): {err}") from None
-    return model.transform(rgb)
+    return rgb

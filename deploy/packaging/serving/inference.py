@@ -185,8 +185,12 @@ def load_model(model_dir, settings: ServingSettings, device: str = "auto") -> Mo
 
 
 def predict_many(requests: list[Request], model: Model) -> list[Prediction]:
-    """One forward pass over the images of several requests, split back per request."""
-    images = torch.cat([r.images for r in requests]).to(model.device, non_blocking=True)
+    """The eval transform and one forward pass over the images of several requests, split back per request.
+
+    The transform runs here rather than while decoding so that one thread does all the tensor work of a
+    server (see ``deploy/local_endpoint/batching.py``)."""
+    images = torch.stack([model.transform(image) for r in requests for image in r.images])
+    images = images.to(model.device, non_blocking=True)
     with torch.inference_mode():
         logits = model.network(images).float().cpu()
     sizes = [len(r.images) for r in requests]

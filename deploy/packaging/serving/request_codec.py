@@ -1,6 +1,6 @@
 """Request and response formats of the serving code: what a client may send, and what it gets back.
 
-Part of the code inside ``model.tar.gz`` (see ``inference.py``): torch and the standard library only.
+Part of the code inside ``model.tar.gz`` (see ``inference.py``): torch, Pillow and the standard library only.
 Every client mistake becomes a ``RequestError`` carrying the 4xx status and a message that says
 what to change; images are decoded by ``image_decode`` within the request's ``Budget``.
 """
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+from PIL import Image
 
 if __package__:  # imported from the repository or as a package module by the local endpoint
     from . import safe_fetch
@@ -39,7 +40,7 @@ _QUALITY = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 qvalue
 
 @dataclass
 class Request:
-    images: torch.Tensor  # (N, 3, H, W), preprocessed
+    images: list[Image.Image]  # decoded and upright; predict_many applies the eval transform
     top_k: list[int] = field(default_factory=list)  # per image
     logits: list[bool] = field(default_factory=list)  # per image: include raw logits
     batched: bool = False  # the body was a JSON list, so the answer is a list too
@@ -154,7 +155,7 @@ def decode_request(
     top_k = _top_k(defaults.get("top_k", model.settings.top_k), num_classes)
     logits = _flag(defaults.get("logits", False))
     if media_type in IMAGE_TYPES:
-        return Request(decode_image(bytes(body), model, budget).unsqueeze(0), [top_k], [logits])
+        return Request([decode_image(bytes(body), model, budget)], [top_k], [logits])
     if media_type == "application/x-npy":
         raise RequestError(
             415, "application/x-npy is not accepted (NumPy payloads can carry pickles); send image bytes as "
@@ -183,7 +184,7 @@ def decode_request(
     top_ks = [_top_k(item.get("top_k", top_k), num_classes) for item in items]
     with_logits = [_flag(item.get("logits", logits)) for item in items]
     images = [decode_image(data, model, budget) for data in _all_image_bytes(items, model, budget)]
-    return Request(torch.stack(images), top_ks, with_logits, batched=isinstance(payload, list))
+    return Request(images, top_ks, with_logits, batched=isinstance(payload, list))
 
 
 def check_accept(accept: str | None) -> None:
