@@ -36,6 +36,17 @@ def progress_line(study: optuna.Study, n_trials: int | None) -> str:
     return f"[{study.study_name}] " + ", ".join(parts)
 
 
+def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    """What one finished trial did: its value and params, or how many epochs it ran before it was pruned."""
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"complete, {_values(trial)}"
+    elif trial.state == TrialState.PRUNED:
+        outcome = f"pruned after {len(trial.intermediate_values)} epoch(s)"
+    else:
+        outcome = trial.state.name.lower()
+    return f"trial {trial.number} {outcome} ({_params(trial)})"
+
+
 def progress_table(study: optuna.Study, n_trials: int | None) -> Table:
     by_state = counts(study)
     table = Table(title=f"sweep {study.study_name}", show_header=True)

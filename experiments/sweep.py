@@ -98,9 +98,7 @@ def optimize(cfg: DictConfig, params: list[SearchParam], study, parent_id: str, 
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         sweep_tracking.update_best(client, parent_id, study, sweep.metric)
-        console.print(
-            f"trial {trial.number} {trial.state.name}: " + progress.progress_line(study, sweep.n_trials)
-        )
+        console.print(f"{progress.trial_line(trial)}; {progress.progress_line(study, sweep.n_trials)}")
 
     callbacks = [
         after_trial,

@@ -38,6 +38,11 @@ DROPPED_LOG_MESSAGES = {
     "mlflow.tracking._model_registry.fluent": re.compile(
         r"Run with id \w+ has no artifacts at artifact path '[^']*', registering model based on models:/"
     ),
+    # Optuna's line per finished trial and its new-study line: the sweep prints its own (``experiments.
+    # progress.trial_line``: the value, the params, the epochs a pruned trial ran, then the study's progress).
+    "optuna.study.study": re.compile(r"Trial \d+ finished with values?: "),
+    "optuna.study._optimize": re.compile(r"Trial \d+ pruned\. "),
+    "optuna.storages._rdb.storage": re.compile(r"A new study created in RDB with name: "),
     # A fresh SQLite store's schema set-up, at every first use of a new mlflow.db (tests, demo, notebooks).
     "mlflow.store.db.utils": re.compile(r"Creating initial MLflow database tables|Updating database tables"),
     # The monitor's start and stop around every standalone run; the system/* metrics are the news.

@@ -47,6 +47,30 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
+class ResumeCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, written at every epoch end except the one that ends fitting (``max_epochs`` reached,
+    or early stopping, which Lightning runs before checkpoint callbacks). From there the run is seconds
+    from finishing, and a finished run deletes the file (``resume.mark_finished``): in a short sweep trial
+    that write (weights and Adam's moments, three times the best file) was the largest bookkeeping cost
+    (benchmarks/run_overhead.py). An interruption in those seconds resumes from the epoch before."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not _fitting_ends(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not _fitting_ends(trainer):
+            super().on_validation_end(trainer, pl_module)
+
+
+def _fitting_ends(trainer: L.Trainer) -> bool:
+    return trainer.should_stop or (
+        trainer.max_epochs is not None
+        and trainer.max_epochs >= 0
+        and trainer.current_epoch + 1 >= trainer.max_epochs
+    )
+
+
 def checkpoint_callbacks(checkpoint_dir: Path, objective: Objective) -> list[ModelCheckpoint]:
     """The best epoch by the objective, weights only (what gets tested and logged to MLflow), and
     ``last.ckpt`` with everything ``resume=true`` continues from (optimizer, schedulers, loops, callbacks).
@@ -65,8 +89,8 @@ def checkpoint_callbacks(checkpoint_dir: Path, objective: Objective) -> list[Mod
         save_top_k=1,
         save_weights_only=True,
     )
-    # No monitor, top 1: rewritten at every epoch end (save_last alone would wait for a top-k save).
-    last = ModelCheckpoint(
+    # No monitor, top 1: rewritten at each epoch end but the last (save_last alone would wait for a top-k save).
+    last = ResumeCheckpoint(
         dirpath=checkpoint_dir,
         filename=Path(LAST_CHECKPOINT).stem,
         save_top_k=1,

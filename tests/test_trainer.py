@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,8 +22,9 @@ RESUME_STATE = {"optimizer_states", "lr_schedulers", "callbacks"}
 
 def test_the_best_checkpoint_is_weights_only_and_last_ckpt_can_resume(make_cfg, tmp_path):
     """Adam's moments (twice the weights) and callback state go into last.ckpt only, which resume needs;
-    the best file, the one tested and logged, loads as a model without them."""
-    cfg = make_cfg("trainer.max_epochs=2", "data.image_size=32")
+    the best file, the one tested and logged, loads as a model without them. The epoch that ends fitting
+    writes no last.ckpt: the run finishes seconds later, which deletes it."""
+    cfg = make_cfg("trainer.max_epochs=3", "data.image_size=32")
     datamodule = DogBreedsDataModule(cfg.data)
     trainer = build_trainer(cfg.trainer, Objective.of(cfg), tmp_path, logger=False)
     trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
@@ -35,9 +38,17 @@ def test_the_best_checkpoint_is_weights_only_and_last_ckpt_can_resume(make_cfg, 
         BreedClassifier.load_from_checkpoint(best, map_location="cpu").class_names == datamodule.class_names
     )
     last_state = checkpoints.read(tmp_path / "last.ckpt")
-    assert last_state.keys() >= RESUME_STATE and last_state["epoch"] == 1
+    assert last_state.keys() >= RESUME_STATE and last_state["epoch"] == 1  # of epochs 0, 1, 2
     assert any(key.startswith("RNGStateCheckpoint") for key in last_state["callbacks"])
     assert best.stat().st_size < 0.6 * (tmp_path / "last.ckpt").stat().st_size
+
+
+def test_a_one_epoch_run_writes_no_last_ckpt(make_cfg, tmp_path):
+    cfg = make_cfg("trainer.max_epochs=1", "data.image_size=32")
+    datamodule = DogBreedsDataModule(cfg.data)
+    trainer = build_trainer(cfg.trainer, Objective.of(cfg), tmp_path, logger=False)
+    trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
+    assert [p.name for p in tmp_path.iterdir()] == [Path(trainer.checkpoint_callback.best_model_path).name]
 
 
 @pytest.mark.gpu
