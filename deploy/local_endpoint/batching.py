@@ -4,9 +4,9 @@ Every tensor operation of the server runs on one thread, the model thread (``mod
 the weights, the eval transform and the forward. Torch's CPU kernels run on OpenMP, and each thread
 that starts a parallel op gets a thread team of its own; once the teams' threads outnumber the cores,
 GNU OpenMP stops letting idle workers spin between ops, so every one of the forward's ops pays for
-putting a worker to sleep and waking it up. With a forward on the decoding threads and batches on a
-thread of their own, a resnet18 forward took 55 ms instead of 38 ms on 2 cores (measured; see
-benchmarks/serving.py). Decoding threads therefore only turn bytes into images, without torch.
+putting a worker to sleep and waking it up. On 2 cores a batch-1 resnet18 forward took 57 ms once a
+second thread had run one, against 41 ms with a single team (``openmp_teams`` in benchmarks/serving.py).
+Decoding threads therefore only turn bytes into images, without torch.
 
 The batching loop takes everything queued (up to ``max_batch_size`` images), waits at most
 ``max_wait_s`` for more only while the batch is not full (0 by default: a lone request runs at once),
