@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageStat
-from torch.utils.data import Dataset
 from torchvision.transforms import RandomResizedCrop
 
-from lightning_app.images import decode_error, decode_upright, upright_size
+from lightning_app.images import decode_upright, upright_size
 
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect range
 LEVELS = np.arange(256, dtype=np.float32)
@@ -75,6 +74,11 @@ class TrainAugment:
         self.degrees = float(augment.rotation_degrees)
         self.jitter = float(augment.color_jitter)
 
+    def load(self, path: Path) -> torch.Tensor:
+        """Open (not decode) the file and augment it: the decode scale then follows the crop."""
+        with Image.open(path) as image:
+            return self(image)
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         full_width, full_height = upright_size(image)
         # get_params reads only the shape: an empty (0, H, W) tensor gives it the upright size, no pixels.
@@ -96,22 +100,3 @@ class TrainAugment:
             for index in torch.randperm(3).tolist():
                 image = JITTERS[index](image, factors[index])
         return torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())
-
-
-class TrainSamples(Dataset):
-    """(path, label) samples opened in DataLoader workers and handed to ``TrainAugment`` undecoded."""
-
-    def __init__(self, samples: list[tuple[Path, int]], augment: TrainAugment):
-        self.samples = samples
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                return self.augment(image), label
-        except OSError as err:
-            raise decode_error(path, err) from err

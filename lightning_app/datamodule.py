@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 
 from conf.loader import ConfigError
 from lightning_app import layout, resized_copies, s3_sync
-from lightning_app.augment import TrainAugment, TrainSamples
-from lightning_app.device_decode import DeviceDecoder, EncodedCollate, EncodedSamples
-from lightning_app.images import ImageSamples, eval_resize, eval_transform
+from lightning_app.augment import TrainAugment
+from lightning_app.device_decode import DeviceDecoder, EncodedCollate, read_encoded
+from lightning_app.images import EvalLoad, ImageSamples, eval_resize, eval_transform
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +122,13 @@ class DogBreedsDataModule(L.LightningDataModule):
         samples = self.splits[split].samples
         collate = None
         if cfg.decode_device:  # workers read bytes; the module decodes and augments on its device
-            dataset, collate = EncodedSamples(samples), EncodedCollate(DeviceDecoder(cfg))
+            load, collate = read_encoded, EncodedCollate(DeviceDecoder(cfg))
         elif train:  # the crop is chosen before decoding, so the decode scale fits the crop
-            dataset = TrainSamples(samples, TrainAugment(cfg.image_size, cfg.augment, cfg.fast_decode))
+            load = TrainAugment(cfg.image_size, cfg.augment, cfg.fast_decode).load
         else:
             transform = eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
-            dataset = ImageSamples(samples, transform, self._decode_side())
+            load = EvalLoad(transform, self._decode_side())
+        dataset = ImageSamples(samples, load)
         return DataLoader(
             dataset,
             collate_fn=collate,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import v2
 
@@ -25,18 +24,9 @@ from lightning_app.images import eval_transform
 JPEG_MAGIC = b"\xff\xd8"
 
 
-class EncodedSamples(Dataset):
-    """(file bytes as a uint8 tensor, label): the only work left to the DataLoader workers."""
-
-    def __init__(self, samples: list[tuple[Path, int]]):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), label
+def read_encoded(path: Path) -> torch.Tensor:
+    """The file's bytes as a uint8 tensor: the only work left to the DataLoader workers."""
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
 
 
 @dataclass

@@ -13,7 +13,10 @@ the package), so the model learns and predicts on the image as people see it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import ExifTags, Image, ImageOps
@@ -88,12 +91,13 @@ def eval_transform(image_size: int, resize_ratio: float, mean, std) -> v2.Compos
 
 
 class ImageSamples(Dataset):
-    """(path, label) samples decoded lazily in DataLoader workers."""
+    """(path, label) samples, each turned into the model's input by ``load`` in the DataLoader workers:
+    ``TrainAugment.load`` (train), ``EvalLoad`` (validation, test) or ``device_decode.read_encoded`` (the
+    bytes alone, decoded on the device). A file that cannot be read or decoded is named in the error."""
 
-    def __init__(self, samples: list[tuple[Path, int]], transform, decode_min_side: int | None):
+    def __init__(self, samples: list[tuple[Path, int]], load: Callable[[Path], Any]):
         self.samples = samples
-        self.transform = transform
-        self.decode_min_side = decode_min_side
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -101,7 +105,17 @@ class ImageSamples(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         try:
-            image = load_rgb(path, self.decode_min_side)
+            return self.load(path), label
         except OSError as err:
             raise decode_error(path, err) from err
-        return self.transform(image), label
+
+
+@dataclass(frozen=True)
+class EvalLoad:
+    """Path -> the eval-transformed tensor; ``decode_min_side`` lets libjpeg decode at a reduced scale."""
+
+    transform: Callable[[Image.Image], torch.Tensor]
+    decode_min_side: int | None
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        return self.transform(load_rgb(path, self.decode_min_side))

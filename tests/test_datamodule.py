@@ -11,7 +11,7 @@ from PIL import Image
 from conf.loader import ConfigError
 from lightning_app import layout
 from lightning_app.datamodule import DogBreedsDataModule
-from lightning_app.images import ImageSamples, eval_transform, load_rgb
+from lightning_app.images import EvalLoad, ImageSamples, eval_transform, load_rgb
 from lightning_app.module import BreedClassifier
 from lightning_app.sample_data import generate
 
@@ -113,7 +113,7 @@ def test_truncated_image_body_names_the_file(sample_root, tmp_path):
     source = next((sample_root / "train" / "001.Affenpinscher").glob("*.jpg"))
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(source.read_bytes()[:2000])
-    dataset = ImageSamples([(cut, 0)], eval_transform(48, 1.143, [0.5] * 3, [0.5] * 3), decode_min_side=55)
+    dataset = ImageSamples([(cut, 0)], EvalLoad(eval_transform(48, 1.143, [0.5] * 3, [0.5] * 3), 55))
     with pytest.raises(OSError, match=r"cannot decode .*cut.jpg.*delete or replace"):
         dataset[0]
 
