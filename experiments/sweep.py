@@ -98,7 +98,8 @@ def optimize(cfg: DictConfig, params: list[SearchParam], study, parent_id: str, 
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         sweep_tracking.update_best(client, parent_id, study, sweep.metric)
-        console.print(f"{progress.trial_line(trial)}; {progress.progress_line(study, sweep.n_trials)}")
+        line = f"{progress.trial_line(trial)}; {progress.progress_line(study, sweep.n_trials)}"
+        console.print(line, markup=False, highlight=False)  # "[study]" is text, not rich markup
 
     callbacks = [
         after_trial,

@@ -19,7 +19,12 @@ import warnings
 # Logger name -> pattern of the messages dropped from it (matched at the message's start).
 # The LitLogger tip, printed on every fit without a LitLogger (Lightning has no switch for it), and the
 # TPU/HPU lines of every Trainer: never true here. The GPU line stays: "available: True, used: False" matters.
-RANK_ZERO_NOISE = re.compile(r"💡 Tip: For seamless cloud logging|(TPU|HPU) available: ")
+# Fitting's end at max_epochs (the epoch lines count to it) and the two checkpoint-path lines of testing the
+# best checkpoint after every fit (a resume says its own "resuming MLflow run ... from ...").
+RANK_ZERO_NOISE = re.compile(
+    r"💡 Tip: For seamless cloud logging|(TPU|HPU) available: |`Trainer.fit` stopped: `max_epochs=\d+` reached"
+    r"|Restoring states from the checkpoint path at |Loaded model weights from the checkpoint at "
+)
 SEED_SET = re.compile(r"(\[rank: \d+\] )?Seed set to \d+")  # the seed is a logged param of every run
 DROPPED_LOG_MESSAGES = {
     # Two logger names each: once ``mlflow.pytorch`` has imported the ``pytorch_lightning`` twin package,

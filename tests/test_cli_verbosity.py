@@ -21,10 +21,10 @@ def folder(tmp_path):
 @pytest.mark.parametrize(
     ("flag", "shown", "hidden"),
     [
-        ([], ["INFO deploy.batch_predict: model", "WARNING dogbreeds.cli: skipped"], ["DEBUG"]),
+        ([], ["WARNING dogbreeds.cli: skipped"], ["DEBUG"]),
         (
             ["-v"],
-            ["DEBUG deploy.batch_predict: forward pass", "INFO deploy.batch_predict: model", "WARNING"],
+            ["DEBUG deploy.batch_predict: forward pass", "DEBUG deploy.batch_predict: model", "WARNING"],
             [],
         ),
         (["-q"], ["WARNING dogbreeds.cli: skipped"], ["INFO", "DEBUG"]),
