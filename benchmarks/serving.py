@@ -6,7 +6,8 @@ model's own ceiling (bare batched forward), same machine, model and image, in on
 Targets (printed with the summary): concurrency-1 p50 within 5 ms of decode + bare batch-1 forward of the
 same image (measured in this run), concurrency 16 >= 90% of the batched ceiling, ahead of the naive server
 at both concurrencies. Servers run one at a time, in alternated rounds; the round with the median
-throughput is reported per concurrency.
+throughput is reported per concurrency. The ceiling is measured in a fresh process at the start of every
+round (medians reported), so it sees the same machine as the servers beside it.
 
 The model is an untrained network of the real shape (133 classes): speed does not depend on the weights.
 Both servers run as separate processes with the same torch thread count; the load generator uses
@@ -158,7 +159,8 @@ def load(port: int, image: bytes, concurrency: int, requests: int) -> dict:
 
 
 def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: int) -> dict:
-    """Bare forward passes (preprocessed tensors, no HTTP, no decode): the model's own limit."""
+    """Bare forward passes (preprocessed tensors, no HTTP, no decode): the model's own limit. Run in a fresh
+    process of its own each round (``ceiling_round``), like the servers: one OpenMP team, nothing else."""
     import torch
 
     from deploy.local_endpoint.server import load_serving_module
@@ -198,6 +200,26 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
         "images_per_s": round(batch / batched, 2),
         "device": str(model.device),
     }
+
+
+def ceiling_round(package_dir: Path, image_path: Path, threads: int, batch: int) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--ceiling",
+        str(package_dir),
+        str(image_path),
+        str(threads),
+        str(batch),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def median_ceiling(measured: list[dict]) -> dict:
+    """Each figure's median over the rounds."""
+    bound = {key: statistics.median(m[key] for m in measured) for key in measured[0] if key != "device"}
+    return {**bound, "device": measured[0]["device"]}
 
 
 def forward_probe(package_dir: str, threads: int, teams: int, repeats: int = 15) -> None:
@@ -308,9 +330,17 @@ def main() -> None:
     parser.add_argument(
         "--forward-probe", nargs=3, metavar=("PACKAGE", "THREADS", "TEAMS"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--ceiling", nargs=4, metavar=("PACKAGE", "IMAGE", "THREADS", "BATCH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.naive_server:
         naive_server(args.naive_server[0], int(args.naive_server[1]), int(args.naive_server[2]))
+        return
+    if args.ceiling:
+        package, image_path, threads, batch = args.ceiling
+        bound = ceiling(Path(package), Path(image_path).read_bytes(), int(threads), int(batch), repeats=15)
+        print(json.dumps(bound))
         return
     if args.forward_probe:
         forward_probe(args.forward_probe[0], int(args.forward_probe[1]), int(args.forward_probe[2]))
@@ -321,8 +351,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         folder = Path(tmp)
         package_dir = make_package(args.arch, args.image_size, folder)
-        bound = ceiling(package_dir, image, threads, args.max_batch_size, repeats=5)
-        print(f"ceiling (bare forward): {bound}")
+        image_path = folder / "image.jpg"
+        image_path.write_bytes(image)
         teams = openmp_teams(package_dir, threads, args.rounds)
         print(f"batch-1 forward, one vs two OpenMP teams in the process: {teams}")
         commands = {
@@ -331,13 +361,17 @@ def main() -> None:
             "naive": lambda port: [sys.executable, __file__, "--naive-server", str(package_dir), str(port),
                                    str(threads)],
         }  # fmt: skip
-        rounds: dict[str, list[dict]] = {name: [] for name in commands}
-        for round_index in range(args.rounds):  # alternated, so drift from other jobs hits both
+        rounds: dict[str, list[dict]] = {name: [] for name in ("ceiling", *commands)}
+        for round_index in range(args.rounds):  # alternated, so drift from other jobs hits all three
+            rounds["ceiling"].append(ceiling_round(package_dir, image_path, threads, args.max_batch_size))
+            print(f"round {round_index + 1} ceiling (bare forward): {rounds['ceiling'][-1]}", flush=True)
             for name in list(commands) if round_index % 2 == 0 else list(reversed(commands)):
                 port = free_port()
                 rounds[name].append(run_server(name, commands[name](port), port, image, args, folder))
                 print(f"round {round_index + 1} {name}: {rounds[name][-1]}", flush=True)
     ours, naive = (median_round(rounds[name]) for name in ("ours", "naive"))
+    bound = median_ceiling(rounds["ceiling"])
+    print(f"ceiling, median of {args.rounds} rounds: {bound}")
 
     floor = bound["decode_plus_forward_batch1_ms"]
     summary = {
