@@ -27,21 +27,44 @@ def _train_then_val(item: tuple[str, float]) -> tuple[bool, str]:
 
 
 class EpochLines(Callback):
-    """Logs ``epoch_line`` at the end of every training epoch (after its validation), from rank 0."""
+    """Logs ``epoch_line`` at the end of every training epoch (after its validation), from rank 0.
+
+    An epoch stopped after its validation (Optuna's pruning callback raises in ``on_validation_end``) never
+    reaches the end of its training epoch: ``on_exception`` logs its validation metrics and what stopped it.
+    """
 
     def __init__(self):
         self.started = 0.0
+        self.validated_epoch = self.shown_epoch = -1
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.started = time.monotonic()
+        self.validated_epoch = self.shown_epoch = -1
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        metrics = {
-            name: float(value)
-            for name, value in trainer.callback_metrics.items()
-            if value.numel() == 1 and not name.endswith("_step")
-        }
+        self.shown_epoch = trainer.current_epoch
+        log.info(self._line(trainer, _metrics(trainer)))
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if trainer.is_global_zero and self.validated_epoch == trainer.current_epoch != self.shown_epoch:
+            # The epoch's train metrics are reduced only at its end: the ones present are the last epoch's.
+            metrics = {name: value for name, value in _metrics(trainer).items() if name.startswith("val")}
+            log.info(f"{self._line(trainer, metrics)}, stopped by {type(exception).__name__}")
+
+    def _line(self, trainer, metrics: dict[str, float]) -> str:
         elapsed = time.monotonic() - self.started
-        log.info(epoch_line(trainer.current_epoch + 1, trainer.max_epochs, metrics, elapsed))
+        return epoch_line(trainer.current_epoch + 1, trainer.max_epochs, metrics, elapsed)
+
+
+def _metrics(trainer) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if value.numel() == 1 and not name.endswith("_step")
+    }

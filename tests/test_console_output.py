@@ -9,17 +9,21 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 from helpers.servers import run_cli
 from helpers.training import TINY_RUN, run_overrides
+from lightning.pytorch.callbacks import Callback
 from mlflow import MlflowClient
 
 from conf.loader import load_config
 from deploy.packaging.builder import download_run_checkpoint
 from lightning_app import tracking
+from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.epoch_lines import EpochLines, epoch_line
 from lightning_app.library_noise import silence_library_noise
 from lightning_app.objective import Objective
+from lightning_app.train import build_module
 from lightning_app.trainer import build_trainer
 
 NOISE = (
@@ -79,6 +83,25 @@ def test_terminal_gets_the_bar_and_anything_else_epoch_lines(make_cfg, tmp_path)
     silent = build_trainer(quiet.trainer, objective, tmp_path, False, interactive=False)
     assert silent.progress_bar_callback is None
     assert not any(isinstance(c, EpochLines) for c in silent.callbacks)
+
+
+class PruneAtSecondEpoch(Callback):
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1 and not trainer.sanity_checking:
+            raise optuna.TrialPruned("pruned at epoch 1")
+
+
+def test_an_epoch_pruned_after_validation_still_gets_its_line(make_cfg, tmp_path, caplog):
+    cfg = make_cfg("trainer.max_epochs=3")
+    datamodule = DogBreedsDataModule(cfg.data)
+    trainer = build_trainer(cfg.trainer, Objective.of(cfg), tmp_path, False, [PruneAtSecondEpoch()], False)
+    with caplog.at_level(logging.INFO, "lightning_app.epoch_lines"), pytest.raises(optuna.TrialPruned):
+        trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lightning_app.epoch_lines"]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3"]
+    assert "train_loss" in lines[0] and "val_acc" in lines[0]
+    assert "train_loss" not in lines[1] and "val_acc" in lines[1]  # train metrics: not reduced yet
+    assert lines[1].endswith("stopped by TrialPruned")
 
 
 def test_epoch_line_reads_train_then_val():
