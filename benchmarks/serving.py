@@ -160,7 +160,7 @@ def load(port: int, image: bytes, concurrency: int, requests: int) -> dict:
 
 def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: int) -> dict:
     """Bare forward passes (preprocessed tensors, no HTTP, no decode): the model's own limit. Run in a fresh
-    process of its own each round (``ceiling_round``), like the servers: one OpenMP team, nothing else."""
+    process of its own each round (``in_fresh_process``), like the servers: one OpenMP team, nothing else."""
     import torch
 
     from deploy.local_endpoint.server import load_serving_module
@@ -202,18 +202,13 @@ def ceiling(package_dir: Path, image: bytes, threads: int, batch: int, repeats: 
     }
 
 
-def ceiling_round(package_dir: Path, image_path: Path, threads: int, batch: int) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--ceiling",
-        str(package_dir),
-        str(image_path),
-        str(threads),
-        str(batch),
+def in_fresh_process(flag: str, *args) -> str:
+    """Runs this script with a hidden ``flag`` in a new interpreter (one OpenMP team, nothing else in it)
+    and returns the last line it prints."""
+    command = [sys.executable, __file__, flag, *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout.splitlines()[
+        -1
     ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    return json.loads(out.splitlines()[-1])
 
 
 def median_ceiling(measured: list[dict]) -> dict:
@@ -222,7 +217,7 @@ def median_ceiling(measured: list[dict]) -> dict:
     return {**bound, "device": measured[0]["device"]}
 
 
-def forward_probe(package_dir: str, threads: int, teams: int, repeats: int = 15) -> None:
+def forward_probe(package_dir: str, image_path: str, threads: int, teams: int, repeats: int = 15) -> None:
     """Prints the median batch-1 forward (ms) of the main thread while ``teams - 1`` other threads, each
     having run a forward (and so holding an OpenMP team of its own), stay alive."""
     import torch
@@ -232,7 +227,7 @@ def forward_probe(package_dir: str, threads: int, teams: int, repeats: int = 15)
     torch.set_num_threads(threads)
     serving = load_serving_module(Path(package_dir))
     model = serving.load_model(Path(package_dir), serving.ServingSettings(), "cpu")
-    images = torch.zeros(1, 3, 224, 224)
+    images = model.transform(serving.decode_image(Path(image_path).read_bytes(), model)).unsqueeze(0)
 
     def forward() -> None:
         with torch.inference_mode():
@@ -259,22 +254,14 @@ def forward_probe(package_dir: str, threads: int, teams: int, repeats: int = 15)
     print(json.dumps(round(1000 * statistics.median(times), 2)))
 
 
-def openmp_teams(package_dir: Path, threads: int, rounds: int) -> dict:
+def openmp_teams(package_dir: Path, image_path: Path, threads: int, rounds: int) -> dict:
     """Why the server runs every tensor operation on one thread: the batch-1 forward in a process with one
     OpenMP team vs one where a second thread has run a forward too, in alternated fresh processes."""
     medians: dict[int, list[float]] = {1: [], 2: []}
     for index in range(rounds):
         for teams in (1, 2) if index % 2 == 0 else (2, 1):
-            command = [
-                sys.executable,
-                __file__,
-                "--forward-probe",
-                str(package_dir),
-                str(threads),
-                str(teams),
-            ]
-            out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
-            medians[teams].append(float(out.split()[-1]))
+            out = in_fresh_process("--forward-probe", package_dir, image_path, threads, teams)
+            medians[teams].append(float(out))
     return {
         "forward_batch1_ms_one_openmp_team": statistics.median(medians[1]),
         "forward_batch1_ms_two_openmp_teams": statistics.median(medians[2]),
@@ -328,7 +315,7 @@ def main() -> None:
         "--naive-server", nargs=3, metavar=("PACKAGE", "PORT", "THREADS"), help=argparse.SUPPRESS
     )
     parser.add_argument(
-        "--forward-probe", nargs=3, metavar=("PACKAGE", "THREADS", "TEAMS"), help=argparse.SUPPRESS
+        "--forward-probe", nargs=4, metavar=("PACKAGE", "IMAGE", "THREADS", "TEAMS"), help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--ceiling", nargs=4, metavar=("PACKAGE", "IMAGE", "THREADS", "BATCH"), help=argparse.SUPPRESS
@@ -343,7 +330,8 @@ def main() -> None:
         print(json.dumps(bound))
         return
     if args.forward_probe:
-        forward_probe(args.forward_probe[0], int(args.forward_probe[1]), int(args.forward_probe[2]))
+        package, image_path, threads, teams = args.forward_probe
+        forward_probe(package, image_path, int(threads), int(teams))
         return
 
     threads = os.cpu_count() or 1
@@ -353,7 +341,7 @@ def main() -> None:
         package_dir = make_package(args.arch, args.image_size, folder)
         image_path = folder / "image.jpg"
         image_path.write_bytes(image)
-        teams = openmp_teams(package_dir, threads, args.rounds)
+        teams = openmp_teams(package_dir, image_path, threads, args.rounds)
         print(f"batch-1 forward, one vs two OpenMP teams in the process: {teams}")
         commands = {
             "ours": lambda port: [sys.executable, "-m", "dogbreeds.cli", "serve", str(package_dir),
@@ -363,7 +351,8 @@ def main() -> None:
         }  # fmt: skip
         rounds: dict[str, list[dict]] = {name: [] for name in ("ceiling", *commands)}
         for round_index in range(args.rounds):  # alternated, so drift from other jobs hits all three
-            rounds["ceiling"].append(ceiling_round(package_dir, image_path, threads, args.max_batch_size))
+            measured = in_fresh_process("--ceiling", package_dir, image_path, threads, args.max_batch_size)
+            rounds["ceiling"].append(json.loads(measured))
             print(f"round {round_index + 1} ceiling (bare forward): {rounds['ceiling'][-1]}", flush=True)
             for name in list(commands) if round_index % 2 == 0 else list(reversed(commands)):
                 port = free_port()
