@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from lightning_app import checkpoints
 from lightning_app.backbone import head_name
@@ -41,6 +42,22 @@ def test_the_best_checkpoint_is_weights_only_and_last_ckpt_can_resume(make_cfg, 
     assert last_state.keys() >= RESUME_STATE and last_state["epoch"] == 1  # of epochs 0, 1, 2
     assert any(key.startswith("RNGStateCheckpoint") for key in last_state["callbacks"])
     assert best.stat().st_size < 0.6 * (tmp_path / "last.ckpt").stat().st_size
+
+
+class StopAfterSecondEpoch(Callback):
+    """Early stopping's effect, deterministically: ``should_stop`` set before checkpoint callbacks run."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = trainer.current_epoch == 1
+
+
+def test_an_early_stopped_run_keeps_the_last_ckpt_of_the_epoch_before(make_cfg, tmp_path):
+    cfg = make_cfg("trainer.max_epochs=5", "data.image_size=32")
+    datamodule = DogBreedsDataModule(cfg.data)
+    trainer = build_trainer(cfg.trainer, Objective.of(cfg), tmp_path, False, [StopAfterSecondEpoch()])
+    trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
+    assert trainer.current_epoch == 2  # stopped after epochs 0 and 1
+    assert checkpoints.read(tmp_path / "last.ckpt")["epoch"] == 0
 
 
 def test_a_one_epoch_run_writes_no_last_ckpt(make_cfg, tmp_path):
