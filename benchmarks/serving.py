@@ -41,7 +41,7 @@ def make_package(arch: str, image_size: int, folder: Path) -> Path:
     import torch
 
     from deploy.packaging.builder import build_package, unpack
-    from deploy.packaging.serving.inference import build_network
+    from lightning_app.serving.inference import build_network
 
     classes = [f"breed_{i:03d}" for i in range(133)]
     network = build_network(arch, len(classes))

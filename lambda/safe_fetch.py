@@ -1,1 +1,1 @@
-../deploy/packaging/serving/safe_fetch.py
+../lightning_app/serving/safe_fetch.py

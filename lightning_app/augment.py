@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageStat
 from torchvision.transforms import RandomResizedCrop
 
-from lightning_app.images import decode_upright, upright_size
+from lightning_app.serving.image_decode import decode_upright, upright_size
 
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect range
 LEVELS = np.arange(256, dtype=np.float32)

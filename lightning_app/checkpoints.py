@@ -25,3 +25,18 @@ def read(path: str | Path) -> dict:
     """A checkpoint (or plain state dict file) on the CPU: tensors, containers and our config types."""
     allow_model_config()
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def network_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The network's weights from a Lightning checkpoint, keyed as the serving core's ``build_network`` expects."""
+    head = checkpoint["dogbreeds"]["head"]
+    state = {}
+    for key, tensor in checkpoint["state_dict"].items():
+        if not key.startswith("model."):
+            continue
+        key = key.removeprefix("model.").replace("_orig_mod.", "")  # torch.compile wraps the net
+        for param in ("weight", "bias"):  # Sequential(Dropout, Linear) head -> the Linear alone
+            if key == f"{head}.1.{param}":
+                key = f"{head}.{param}"
+        state[key] = tensor
+    return state

@@ -14,19 +14,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from conf.loader import ConfigError
-from lightning_app import layout, resized_copies, s3_sync
+from lightning_app import layout, pretrained_config, resized_copies, s3_sync
 from lightning_app.augment import TrainAugment
 from lightning_app.device_decode import DeviceDecoder, EncodedCollate, read_encoded
-from lightning_app.images import EvalLoad, ImageSamples, eval_resize, eval_transform
+from lightning_app.images import EvalLoad, ImageSamples
+from lightning_app.serving.preprocessing import eval_transform
 
 log = logging.getLogger(__name__)
 
 
 class DogBreedsDataModule(L.LightningDataModule):
-    def __init__(self, cfg):
-        """``cfg`` is the ``data`` config section (see conf/schema/training.py: DataConfig)."""
+    def __init__(self, cfg, preprocessing: dict | None = None):
+        """``cfg`` is the ``data`` config section (see conf/schema/training.py: DataConfig);
+        ``preprocessing`` the run's eval preprocessing (``pretrained_config.resolve``: the backbone's,
+        which ``train`` passes), by default ``data``'s values over ImageNet's."""
         super().__init__()
         self.cfg = cfg
+        self.preprocessing = preprocessing or pretrained_config.preprocessing(cfg)
         self.splits: dict[str, layout.Split] = {}
         # Classes are known up front (the head is sized from them) and a bad local layout fails before
         # a Trainer or a sweep starts. For S3 this is a listing only: every rank may do it, no download.
@@ -47,16 +51,6 @@ class DogBreedsDataModule(L.LightningDataModule):
         if self.is_s3:
             return s3_sync.cache_path(self.cfg.root, self.cfg.cache_dir)
         return Path(self.cfg.root).expanduser()
-
-    @property
-    def preprocessing(self) -> dict:
-        """What serving needs to reproduce eval inputs exactly (saved with checkpoints and packages)."""
-        return {
-            "image_size": self.cfg.image_size,
-            "resize": eval_resize(self.cfg.image_size, self.cfg.resize_ratio),
-            "mean": list(self.cfg.mean),
-            "std": list(self.cfg.std),
-        }
 
     def prepare_data(self) -> None:
         if self.is_s3 and not self.cfg.local_copy:
@@ -115,19 +109,18 @@ class DogBreedsDataModule(L.LightningDataModule):
         return size // world
 
     def _decode_side(self) -> int | None:
-        return eval_resize(self.cfg.image_size, self.cfg.resize_ratio) if self.cfg.fast_decode else None
+        return self.preprocessing["resize"] if self.cfg.fast_decode else None
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         cfg = self.cfg
         samples = self.splits[split].samples
         collate = None
         if cfg.decode_device:  # workers read bytes; the module decodes and augments on its device
-            load, collate = read_encoded, EncodedCollate(DeviceDecoder(cfg))
+            load, collate = read_encoded, EncodedCollate(DeviceDecoder(cfg, self.preprocessing))
         elif train:  # the crop is chosen before decoding, so the decode scale fits the crop
             load = TrainAugment(cfg.image_size, cfg.augment, cfg.fast_decode).load
         else:
-            transform = eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
-            load = EvalLoad(transform, self._decode_side())
+            load = EvalLoad(eval_transform(self.preprocessing), self._decode_side())
         dataset = ImageSamples(samples, load)
         return DataLoader(
             dataset,

@@ -19,7 +19,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import v2
 
-from lightning_app.images import eval_transform
+from lightning_app.serving.preprocessing import eval_transform
 
 JPEG_MAGIC = b"\xff\xd8"
 
@@ -54,8 +54,9 @@ class EncodedCollate:
 class DeviceDecoder:
     """Bytes -> train batch (augmented uint8 NCHW, normalised later by the module) or eval batch (normalised)."""
 
-    def __init__(self, cfg):
-        """``cfg``: the ``data`` config section (``decode_device`` set)."""
+    def __init__(self, cfg, preprocessing: dict):
+        """``cfg``: the ``data`` config section (``decode_device`` set); ``preprocessing``: the run's eval
+        preprocessing (``DogBreedsDataModule.preprocessing``)."""
         self.device = torch.device(str(cfg.decode_device))
         augment = cfg.augment
         steps = [v2.RandomResizedCrop(cfg.image_size, scale=tuple(augment.random_resized_crop_scale))]
@@ -67,7 +68,7 @@ class DeviceDecoder:
             strength = augment.color_jitter
             steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
         self.train_transform = v2.Compose(steps)
-        self.eval_transform = eval_transform(cfg.image_size, cfg.resize_ratio, cfg.mean, cfg.std)
+        self.eval_transform = eval_transform(preprocessing)
 
     def decode(self, data: list[torch.Tensor]) -> list[torch.Tensor]:
         """RGB, upright (EXIF); JPEGs in one batched call on ``device`` (nvJPEG on CUDA), others on the CPU."""

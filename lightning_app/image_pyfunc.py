@@ -2,9 +2,9 @@
 
 ``mlflow models serve -m runs:/<id>/model`` (or ``models:/dogbreeds/<v>``) answers JSON such as
 ``{"dataframe_split": {"columns": ["image"], "data": [["<base64 JPEG>"]]}}`` with each image's top-k labels
-and probabilities. Preprocessing is the run's own eval transform (``images.eval_transform`` with the
-checkpoint's ``preprocessing``), the one validation and test used; the SageMaker package applies the same
-steps in its own serving code. The model's only artifact is the run's weights-only checkpoint, loaded with
+and probabilities. Decode, preprocessing and forward are the serving core's (``lightning_app/serving``) with
+the checkpoint's ``preprocessing``: the eval transform validation and test used, and the very code the
+SageMaker package and the endpoints run. The model's only artifact is the run's weights-only checkpoint, loaded with
 ``weights_only`` (no arbitrary unpickling).
 """
 
@@ -35,38 +35,46 @@ def image_bytes(value) -> bytes:
 
 
 class ImageClassifierModel(mlflow.pyfunc.PythonModel):
-    """DataFrame with an ``image`` column -> DataFrame with ``labels`` and ``probabilities`` (top-k, best first)."""
+    """DataFrame with an ``image`` column -> DataFrame with ``labels`` and ``probabilities`` (top-k, best first).
+
+    Built on the serving core (``lightning_app/serving``), as the package and every endpoint are: the same
+    network builder, the same decode (limits, EXIF orientation, DCT scale) and the same eval transform, so
+    a photo gets the same probabilities here as from ``dogbreeds predict`` or an endpoint."""
 
     def load_context(self, context) -> None:
-        from lightning_app.images import eval_transform
-        from lightning_app.module import BreedClassifier
+        import torch
 
-        module = BreedClassifier.load_from_checkpoint(context.artifacts[CHECKPOINT_KEY], map_location="cpu")
-        self.net = module.model.eval()
-        self.class_names = module.class_names
-        prep = module.preprocessing
-        self.transform = eval_transform(
-            prep["image_size"], prep["resize"] / prep["image_size"], prep["mean"], prep["std"]
-        )
+        from lightning_app import checkpoints
+        from lightning_app.serving import inference
+
+        checkpoint = checkpoints.read(context.artifacts[CHECKPOINT_KEY])
+        info = checkpoint["dogbreeds"]
+        network = inference.build_network(info["arch"], len(info["class_names"]))
+        network.load_state_dict(checkpoints.network_state_dict(checkpoint))
+        network.eval()
+        metadata = {key: info[key] for key in ("arch", "class_names", "preprocessing")}
+        transform = inference.eval_transform(info["preprocessing"])
+        settings = inference.ServingSettings()
+        self.model = inference.Model(network, metadata, transform, torch.device("cpu"), settings)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         import torch
-        from PIL import Image, ImageOps
+
+        from lightning_app.serving import inference
 
         if IMAGE_COLUMN not in model_input.columns:
             raise ValueError(f"expected a column {IMAGE_COLUMN!r}, got {list(model_input.columns)}")
-        top_k = min(int((params or {}).get("top_k", DEFAULT_TOP_K)), len(self.class_names))
-        tensors = []
-        for value in model_input[IMAGE_COLUMN]:
-            with Image.open(io.BytesIO(image_bytes(value))) as img:
-                rgb = ImageOps.exif_transpose(img.convert("RGB"))
-            tensors.append(self.transform(rgb))
-        with torch.inference_mode():
-            probs = torch.softmax(self.net(torch.stack(tensors)), dim=1)
-        best = probs.topk(top_k, dim=1)
+        top_k = min(int((params or {}).get("top_k", DEFAULT_TOP_K)), len(self.model.class_names))
+        try:
+            images = [inference.decode_image(image_bytes(v), self.model) for v in model_input[IMAGE_COLUMN]]
+        except inference.RequestError as err:
+            raise ValueError(f"column {IMAGE_COLUMN!r}: {err.message}") from None
+        (prediction,) = inference.predict_many([inference.Request(images)], self.model)
+        best = torch.softmax(prediction.logits, dim=1).topk(top_k, dim=1)
+        names = self.model.class_names
         return pd.DataFrame(
             {
-                "labels": [[self.class_names[i] for i in row] for row in best.indices.tolist()],
+                "labels": [[names[i] for i in row] for row in best.indices.tolist()],
                 "probabilities": [[round(p, 6) for p in row] for row in best.values.tolist()],
             }
         )

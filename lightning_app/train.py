@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from conf.loader import ConfigError
-from lightning_app import layout, resume, tracking
+from lightning_app import layout, pretrained_config, resume, tracking, weights
 from lightning_app.class_report import log_class_report
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
@@ -41,6 +41,7 @@ class TrainResult:
 
 
 log = logging.getLogger(__name__)
+WEIGHTS_TAG = "dogbreeds.weights"  # .source (none, package, file, hub), .package, .version, .file, .sha256
 
 
 def build_module(cfg: DictConfig, datamodule: DogBreedsDataModule) -> BreedClassifier:
@@ -56,8 +57,8 @@ def notice_from_scratch(arch: str) -> None:
     """Once per process and architecture: a sweep's every trial trains the same way, and the advice is
     the same each time."""
     log.info(
-        "training %s from scratch (model.weights=null); fine-tune with model=resnet50 or "
-        "model.weights=<torchvision weights name or file>",
+        "training %s from scratch (model.weights=null); fine-tune with model=efficientnet_lite0 (ImageNet "
+        "weights that install with the project) or model.weights=<weights name, file or package:NAME>",
         arch,
     )
 
@@ -94,9 +95,10 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     """
     silence_library_noise()
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = DogBreedsDataModule(cfg.data)
     # Model and policy before the logger: a bad arch, weights or policy fails without an empty MLflow run.
+    datamodule = DogBreedsDataModule(cfg.data, pretrained_config.resolve(cfg.data, cfg.model))
     module = build_module(cfg, datamodule)
+    origin = {f"{WEIGHTS_TAG}.{k}": v for k, v in weights.origin(cfg.model.weights).items()}
     if (
         cfg.model.weights is None
     ):  # the default (no download here); a fine-tuning run wants pretrained weights
@@ -109,7 +111,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     )
     check_hardware(cfg.trainer)
     resume_point = resume.find_resume_point(cfg) if cfg.resume else None
-    logger = make_logger(cfg, tags or {}, resume_point.run_id if resume_point else None)
+    logger = make_logger(cfg, {**origin, **(tags or {})}, resume_point.run_id if resume_point else None)
     checkpoint_dir = resume.checkpoint_dir_for(cfg, logger.run_id)
     if resume_point is not None:  # an interruption left it FAILED or KILLED; Lightning finalizes it
         logger.experiment.update_run(logger.run_id, status="RUNNING")
@@ -119,7 +121,8 @@ def train(cfg: DictConfig, callbacks: list[Callback] = (), tags: dict[str, str] 
     trainer = build_trainer(cfg.trainer, objective, checkpoint_dir, logger, [*own, *callbacks])
     if resume_point is None:
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        logger.log_hyperparams(tracking.flatten(resolved))
+        # The effective eval preprocessing, beside the data.* values it was resolved from (null: the backbone's).
+        logger.log_hyperparams(tracking.flatten({**resolved, "preprocessing": datamodule.preprocessing}))
         logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(resolved), tracking.CONFIG_ARTIFACT)
     monitored = trainer.is_global_zero and tracking.MLFLOW_PARENT_RUN_ID not in (tags or {})
     with tracking.system_metrics(logger.run_id, logger.experiment.tracking_uri, monitored):

@@ -11,9 +11,10 @@ from PIL import Image
 from conf.loader import ConfigError
 from lightning_app import layout
 from lightning_app.datamodule import DogBreedsDataModule
-from lightning_app.images import EvalLoad, ImageSamples, eval_transform, load_rgb
+from lightning_app.images import EvalLoad, ImageSamples, load_rgb
 from lightning_app.module import BreedClassifier
 from lightning_app.sample_data import generate
+from lightning_app.serving.preprocessing import eval_transform
 
 
 @pytest.fixture
@@ -22,6 +23,9 @@ def datamodule(make_cfg):
     dm.prepare_data()
     dm.setup("fit")
     return dm
+
+
+PIXELS_48 = {"image_size": 48, "resize": 55, "mean": [0.0] * 3, "std": [1.0] * 3}
 
 
 def test_classes_splits_and_preprocessing(datamodule):
@@ -34,9 +38,10 @@ def test_classes_splits_and_preprocessing(datamodule):
     assert datamodule.has_test and datamodule.skipped_images == 0
     assert datamodule.preprocessing == {
         "image_size": 48,
-        "resize": 55,  # round(48 * 1.143): the usual 256/224 ratio
+        "resize": 55,  # round(48 * 256 / 224): ImageNet's ratio, without a backbone to say otherwise
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
+        "interpolation": "bilinear",
     }
 
 
@@ -113,7 +118,9 @@ def test_truncated_image_body_names_the_file(sample_root, tmp_path):
     source = next((sample_root / "train" / "001.Affenpinscher").glob("*.jpg"))
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(source.read_bytes()[:2000])
-    dataset = ImageSamples([(cut, 0)], EvalLoad(eval_transform(48, 1.143, [0.5] * 3, [0.5] * 3), 55))
+    dataset = ImageSamples(
+        [(cut, 0)], EvalLoad(eval_transform(PIXELS_48 | {"mean": [0.5] * 3, "std": [0.5] * 3}), 55)
+    )
     with pytest.raises(OSError, match=r"cannot decode .*cut.jpg.*delete or replace"):
         dataset[0]
 
@@ -126,7 +133,7 @@ def test_reduced_decode_keeps_enough_pixels(sample_root):
     reduced = load_rgb(path, 55)
     assert full.size == full_size
     assert min(reduced.size) >= 55 and reduced.size[0] < full_size[0] // 2
-    to_pixels = eval_transform(48, 1.143, [0.0] * 3, [1.0] * 3)  # 0..1, no normalisation
+    to_pixels = eval_transform(PIXELS_48)  # 0..1, no normalisation
     fast, slow = to_pixels(reduced), to_pixels(full)
     assert fast.shape == slow.shape == (3, 48, 48)
     assert (fast - slow).abs().mean() < 0.05  # within a few grey levels after the final resize

@@ -18,12 +18,13 @@ from omegaconf import OmegaConf
 from conf.loader import ConfigError, load_config
 from conf.schema.choices import FinetunePolicy
 from conf.schema.training import ModelConfig
-from lightning_app import backbone
-from lightning_app.backbone import WeightsUnavailableError, build_backbone, replace_head
+from lightning_app import weights
+from lightning_app.backbone import build_backbone, replace_head
 from lightning_app.datamodule import DogBreedsDataModule
 from lightning_app.finetune import FineTuningPolicy
 from lightning_app.module import BreedClassifier
 from lightning_app.train import build_module
+from lightning_app.weights import WeightsUnavailableError
 
 
 def test_unknown_arch_names_the_catalogue():
@@ -68,7 +69,7 @@ def test_weights_download_is_bounded_without_touching_the_process_socket_timeout
     monkeypatch.setenv("HTTPS_PROXY", proxy)
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.setattr(backbone, "DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(weights, "DOWNLOAD_TIMEOUT_S", 1.0)
     before = socket.getdefaulttimeout()
     seen, done = set(), threading.Event()
 

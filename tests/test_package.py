@@ -19,11 +19,13 @@ from PIL import ExifTags, Image
 from torchvision.transforms import v2
 
 from deploy.local_endpoint.server import load_serving_module
-from deploy.packaging.builder import PackageError, build_package, network_state_dict, unpack
-from lightning_app.images import eval_transform, load_rgb
+from deploy.packaging.builder import PackageError, build_package, unpack
+from lightning_app.checkpoints import network_state_dict
+from lightning_app.images import load_rgb
 from lightning_app.module import BreedClassifier
+from lightning_app.serving.preprocessing import eval_transform
 
-SERVING_DIR = Path(__file__).resolve().parent.parent / "deploy" / "packaging" / "serving"
+SERVING_DIR = Path(__file__).resolve().parent.parent / "lightning_app" / "serving"
 STDLIB = set(sys.stdlib_module_names)
 
 
@@ -47,6 +49,7 @@ def test_tarball_layout_and_metadata(trained_run, package):
             "code/image_decode.py",
             "code/inference.py",
             "code/limits.py",
+            "code/preprocessing.py",
             "code/request_codec.py",
             "code/safe_fetch.py",
             "metadata.json",
@@ -56,7 +59,7 @@ def test_tarball_layout_and_metadata(trained_run, package):
     assert metadata["arch"] == "resnet18"
     assert metadata["class_names"] == sorted(metadata["class_names"]) and len(metadata["class_names"]) == 4
     assert metadata["preprocessing"] == {"image_size": 32, "resize": 37, "mean": [0.485, 0.456, 0.406],
-                                         "std": [0.229, 0.224, 0.225]}  # fmt: skip
+                                         "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"}  # fmt: skip
     assert metadata["source"]["run_id"] == result.run_id
     assert metadata["model_version"] == "7"
     assert metadata["metrics"]["val_acc"] == pytest.approx(result.metrics["val_acc"])
@@ -78,7 +81,7 @@ def test_packaged_model_gives_the_checkpoint_top_k(trained_run, package, sample_
     )
     reference.eval()
     pre = reference.preprocessing
-    transform = eval_transform(pre["image_size"], pre["resize"] / pre["image_size"], pre["mean"], pre["std"])
+    transform = eval_transform(pre)
     paths = sorted((sample_root / "test").rglob("*.jpg"))[:8]
     with torch.inference_mode():
         expected = reference(torch.stack([transform(load_rgb(p, pre["resize"])) for p in paths]))
@@ -169,7 +172,12 @@ def test_exif_rotated_image_predicts_like_the_upright_one_in_training_and_servin
 @pytest.mark.parametrize(
     ("name", "allowed"),
     [
-        ("inference.py", {"torch", "torchvision", "safe_fetch", "request_codec", "limits"}),
+        # timm: only for timm models, whose packages carry it (code/timm/).
+        (
+            "inference.py",
+            {"torch", "torchvision", "timm", "safe_fetch", "request_codec", "limits", "preprocessing"},
+        ),
+        ("preprocessing.py", {"torch", "torchvision"}),
         ("request_codec.py", {"torch", "PIL", "safe_fetch", "image_decode", "limits", "inference"}),
         ("image_decode.py", {"PIL", "limits", "inference"}),  # no torch: decoding threads do no tensor work
         ("limits.py", {"sagemaker_inference"}),

@@ -24,9 +24,9 @@ from deploy.local_endpoint import background
 from deploy.promote import promote
 from lightning_app import tracking
 from lightning_app.datamodule import DogBreedsDataModule
-from lightning_app.images import eval_transform
 from lightning_app.module import BreedClassifier
 from lightning_app.objective import Objective
+from lightning_app.serving.preprocessing import eval_transform
 from lightning_app.tracking import log_image_model
 
 
@@ -39,7 +39,7 @@ def correctly_classified_image(data_cfg, checkpoint: str, recorded_val_acc: floa
     assert recorded_val_acc > 0, f"the shared run got no validation image right (val_acc={recorded_val_acc})"
     reference = BreedClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     pre = reference.preprocessing
-    transform = eval_transform(pre["image_size"], pre["resize"] / pre["image_size"], pre["mean"], pre["std"])
+    transform = eval_transform(pre)
     datamodule = DogBreedsDataModule(data_cfg)
     datamodule.setup("validate")
     model = reference.model.eval()

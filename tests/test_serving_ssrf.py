@@ -1,6 +1,6 @@
 """The SSRF-safe URL fetcher, tested once for both artifacts that ship it, then the endpoint's use of it.
 
-``deploy/packaging/serving/safe_fetch.py`` is the single source: it is copied into ``model.tar.gz`` and (through the
+``lightning_app/serving/safe_fetch.py`` is the single source: it is copied into ``model.tar.gz`` and (through the
 ``lambda/safe_fetch.py`` symlink) into the Lambda zip; the Lambda tests cover only the handler's mapping.
 Unsafe targets are refused *before* any connection is made: connections are observed with a real audit
 hook on ``socket.connect`` (no mocks). A name that must look public points at a local HTTPS server (real
@@ -25,7 +25,7 @@ from helpers.https_host import image_host, self_signed_cert, serve_in_thread
 from conf.loader import load_config
 from deploy.local_endpoint.process import start_in_thread
 from deploy.local_endpoint.server import load_serving_module
-from deploy.packaging.serving.safe_fetch import (
+from lightning_app.serving.safe_fetch import (
     FetchError,
     FetchRules,
     FetchTimeout,

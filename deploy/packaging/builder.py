@@ -2,10 +2,11 @@
 
 Layout (what the container's toolkit expects)::
 
-    model.pt            state_dict of the torchvision network (tensors only)
+    model.pt            state_dict of the torchvision or timm network (tensors only)
     metadata.json       arch, class names, preprocessing, source run, metrics, sha256 of model.pt
     code/inference.py   model_fn / input_fn / predict_fn / output_fn
-    code/safe_fetch.py  SSRF-safe URL fetching used by inference.py
+    code/safe_fetch.py  SSRF-safe URL fetching used by inference.py (and its other siblings)
+    code/timm/          timm's source, for timm models (``serving_code``)
 
 The checkpoint is read with ``weights_only=True`` (it is data, never code), the head is normalised to a
 plain ``nn.Linear`` (dropout is the identity at inference), and the result is loaded back into a freshly
@@ -29,32 +30,19 @@ from pathlib import Path
 import torch
 
 from conf.errors import DogbreedsError
-from deploy.packaging.serving import inference
 from lightning_app import checkpoints
+from lightning_app.serving import inference
 
 log = logging.getLogger(__name__)
 
-SERVING_FILES = ("inference.py", "request_codec.py", "image_decode.py", "limits.py", "safe_fetch.py")
+SERVING_FILES = (
+    "inference.py", "request_codec.py", "image_decode.py", "preprocessing.py", "limits.py", "safe_fetch.py"
+)  # fmt: skip
 FORMAT_VERSION = 1
 
 
 class PackageError(DogbreedsError):
     """The source cannot be packaged; the message says what was wrong with it."""
-
-
-def network_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The torchvision network's weights from a Lightning checkpoint, keyed as ``build_network`` expects."""
-    head = checkpoint["dogbreeds"]["head"]
-    state = {}
-    for key, tensor in checkpoint["state_dict"].items():
-        if not key.startswith("model."):
-            continue
-        key = key.removeprefix("model.").replace("_orig_mod.", "")  # torch.compile wraps the net
-        for param in ("weight", "bias"):  # Sequential(Dropout, Linear) head -> the Linear alone
-            if key == f"{head}.1.{param}":
-                key = f"{head}.{param}"
-        state[key] = tensor
-    return state
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -147,9 +135,21 @@ def package_sha256(path: Path) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def serving_code() -> dict[str, bytes]:
-    folder = resources.files("deploy.packaging") / "serving"
-    return {f"code/{name}": (folder / name).read_bytes() for name in SERVING_FILES}
+def serving_code(arch: str) -> dict[str, bytes]:
+    """``code/``: our serving files, and for a timm model timm's own source (``code/timm/``).
+
+    Endpoints run network-isolated, so the container cannot pip install at start: the package carries
+    every library its code needs beyond the image's torch and torchvision. timm is pure Python and imports
+    huggingface_hub and safetensors only when they are there."""
+    folder = resources.files("lightning_app") / "serving"
+    files = {f"code/{name}": (folder / name).read_bytes() for name in SERVING_FILES}
+    if arch.startswith(inference.TIMM_PREFIX):
+        import timm  # the installed timm is the one the run trained with
+
+        root = Path(timm.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            files[f"code/timm/{path.relative_to(root).as_posix()}"] = path.read_bytes()
+    return files
 
 
 def build_package(
@@ -165,7 +165,7 @@ def build_package(
             path, metrics = download_run_checkpoint(str(source), tracking_uri, Path(tmp))
             run_id = str(source)
         checkpoint = read_checkpoint(path)
-        state = network_state_dict(checkpoint)
+        state = checkpoints.network_state_dict(checkpoint)
         info = checkpoint["dogbreeds"]
         network = inference.build_network(info["arch"], len(info["class_names"]))
         try:
@@ -180,7 +180,7 @@ def build_package(
         files = {
             inference.WEIGHTS_FILE: weights,
             inference.METADATA_FILE: (json.dumps(metadata, indent=2) + "\n").encode(),
-            **serving_code(),
+            **serving_code(info["arch"]),
         }
         write_tarball(out, files)
     log.info("packaged %s (%s, %d classes) into %s", source, info["arch"], len(info["class_names"]), out)

@@ -2,7 +2,7 @@
 
 It runs in SageMaker's stock PyTorch inference container, where nothing of this project is installed,
 so it imports only torch, torchvision, Pillow and the standard library (plus its siblings
-``request_codec.py``, ``image_decode.py``, ``limits.py`` and ``safe_fetch.py``, shipped in the same ``code/`` folder). The local endpoint runs
+``request_codec.py``, ``image_decode.py``, ``preprocessing.py``, ``limits.py`` and ``safe_fetch.py``, shipped in the same ``code/`` folder). The local endpoint runs
 this very file.
 
 The four toolkit functions are thin adapters over explicit functions (``load_model``,
@@ -26,9 +26,10 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
-if __package__:  # imported from the repository as deploy.packaging.serving.inference
+if __package__:  # imported from the repository as lightning_app.serving.inference
     from . import safe_fetch
     from .limits import Budget, ClientGone
+    from .preprocessing import eval_transform
     from .request_codec import (
         JSON_TYPE,
         Prediction,
@@ -42,6 +43,7 @@ if __package__:  # imported from the repository as deploy.packaging.serving.infe
 else:  # SageMaker puts code/ on the path and imports modules top-level
     import safe_fetch
     from limits import Budget, ClientGone
+    from preprocessing import eval_transform
     from request_codec import (
         JSON_TYPE,
         Prediction,
@@ -60,6 +62,7 @@ __all__ = [
     "model_fn", "input_fn", "predict_fn", "output_fn", "custom_attributes",
 ]  # fmt: skip
 
+TIMM_PREFIX = "timm/"
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.pt"
 ENV_PREFIX = "DOGBREEDS_"
@@ -142,21 +145,13 @@ class Model:
 
 
 def build_network(arch: str, num_classes: int) -> torch.nn.Module:
-    """The torchvision architecture with a ``num_classes`` output layer, as packaged state_dicts expect."""
+    """The architecture with a ``num_classes`` output layer, as packaged state_dicts expect: torchvision's,
+    or timm's for ``timm/<name>`` (a timm model's package carries timm's source in ``code/timm/``)."""
+    if arch.startswith(TIMM_PREFIX):
+        import timm  # only timm models' packages carry it
+
+        return timm.create_model(arch.removeprefix(TIMM_PREFIX), pretrained=False, num_classes=num_classes)
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-
-
-def eval_transform(preprocessing: dict) -> v2.Compose:
-    """Resize the short side, center crop, normalize: exactly the evaluation preprocessing of training."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(preprocessing["resize"], antialias=True),
-            v2.CenterCrop(preprocessing["image_size"]),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(preprocessing["mean"]), list(preprocessing["std"])),
-        ]
-    )
 
 
 def sha256_file(path: Path) -> str:
