@@ -5,12 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -18,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers.servers import mlflow_models_serve, post
 from mlflow import MlflowClient
 
 from lightning_app import class_report, tracking
@@ -60,55 +56,20 @@ def test_resolved_config_is_an_artifact_and_params_are_logged_once(trained_run, 
     assert config["model"]["arch"] == "resnet18"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_a_jpeg(trained_run, sample_root):
+def test_mlflow_models_serve_answers_a_jpeg(trained_run, sample_root, tmp_path):
     """The registry's model is servable as is: ``mlflow models serve`` answers a base64 JPEG with labels."""
-    port = free_port()
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    # MLflow execs ``uvicorn`` by name: the venv's bin folder must be on PATH (it is not when pytest is
-    # run by path).
-    path = f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_run.tracking_uri, "PATH": path}
-    server = subprocess.Popen(
-        [str(mlflow_cli), "models", "serve", "-m", f"runs:/{trained_run.result.run_id}/model",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        body = json.dumps(
-            {
-                "dataframe_split": {
-                    "columns": ["image"],
-                    "data": [[base64.b64encode(a_jpeg(sample_root)).decode()]],
-                }
-            }
-        ).encode()
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
-                )
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answer = json.load(response)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                assert time.monotonic() < deadline, "mlflow models serve did not answer in 120 s"
-                time.sleep(1)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    body = {
+        "dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(a_jpeg(sample_root)).decode()]]}
+    }
+    model_uri = f"runs:/{trained_run.result.run_id}/model"
+    with mlflow_models_serve(model_uri, trained_run.tracking_uri, tmp_path / "serve.log") as url:
+        status, answer = post(url, json.dumps(body).encode(), "application/json")
+    assert status == 200, answer
     (prediction,) = answer["predictions"]
     mlflow.set_tracking_uri(trained_run.tracking_uri)
     assert len(prediction["labels"]) == len(prediction["probabilities"]) >= 1
-    names = mlflow.models.get_model_info(f"runs:/{trained_run.result.run_id}/model").metadata["class_names"]
+    names = mlflow.models.get_model_info(model_uri).metadata["class_names"]
     assert set(prediction["labels"]) <= set(names)
 
 

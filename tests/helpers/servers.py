@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -119,3 +120,30 @@ def post(url: str, body: bytes, content_type: str | None, headers: dict | None =
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+@contextlib.contextmanager
+def mlflow_models_serve(model_uri: str, tracking_uri: str, log: Path, timeout: float = 120.0):
+    """``mlflow models serve`` of ``model_uri`` in this environment (output to ``log``); yields its
+    ``/invocations`` URL."""
+    port = free_port()
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    # MLflow execs ``uvicorn`` by name: the venv's bin folder must be on PATH (it is not when pytest is
+    # run by path).
+    path = f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            [str(mlflow_cli), "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)],
+            env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", timeout, server)
+        except (RuntimeError, AssertionError) as err:
+            stop(server)
+            raise AssertionError(f"mlflow models serve: {err}\n{log.read_text()[-3000:]}") from None
+        yield f"http://127.0.0.1:{port}/invocations"
+    finally:
+        stop(server)
