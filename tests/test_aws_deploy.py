@@ -31,7 +31,7 @@ from deploy.aws.observe import observe
 from deploy.aws.plan import format_plan, plan_deployment
 from deploy.aws.teardown import teardown
 
-SHARED_FETCHER = Path(__file__).resolve().parent.parent / "deploy" / "packaging" / "serving" / "safe_fetch.py"
+SHARED_FETCHER = Path(__file__).resolve().parent.parent / "lightning_app" / "serving" / "safe_fetch.py"
 NEXT_RUN_ID = "fedcba9876543210fedcba9876543210"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6-cpu-py312"
 ENVIRONMENT = {"DOGBREEDS_TOP_K": "5"}

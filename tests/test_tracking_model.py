@@ -12,11 +12,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from helpers.servers import mlflow_models_serve, post
 from mlflow import MlflowClient
 
 from lightning_app import class_report, tracking
+
+
+def checkpoint_preprocessing(trained_run) -> dict:
+    checkpoint = torch.load(trained_run.result.best_checkpoint, map_location="cpu", weights_only=False)
+    return checkpoint["dogbreeds"]["preprocessing"]
 
 
 def a_jpeg(sample_root: Path) -> bytes:
@@ -50,8 +56,8 @@ def test_resolved_config_is_an_artifact_and_params_are_logged_once(trained_run, 
         Path(client.download_artifacts(run_id, tracking.CONFIG_ARTIFACT, tmp_path)).read_text()
     )
     params = client.get_run(run_id).data.params
-    flat = tracking.flatten(config)
-    assert params.keys() == flat.keys()  # nothing but the config: Lightning logs no second copy
+    flat = tracking.flatten({**config, "preprocessing": checkpoint_preprocessing(trained_run)})
+    assert params.keys() == flat.keys()  # the config and the eval preprocessing it resolved to, once
     assert all(flat[key].startswith(value) for key, value in params.items())  # long values are truncated
     assert config["model"]["arch"] == "resnet18"
 

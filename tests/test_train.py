@@ -90,6 +90,7 @@ def test_best_checkpoint_carries_classes_and_preprocessing(run):
             "resize": 55,
             "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225],
+            "interpolation": "bilinear",
         },
         "head": "fc",
     }
